@@ -1,0 +1,3 @@
+"""Checks for the exercises on numpy_sae."""
+
+__all__: list[str] = []

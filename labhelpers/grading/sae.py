@@ -1,0 +1,3 @@
+"""Checks for the exercises on sae."""
+
+__all__: list[str] = []

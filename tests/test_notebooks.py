@@ -1,0 +1,76 @@
+"""The course's house rules, checked on every solution notebook (nbval runs them separately)."""
+
+import re
+
+import make_exercises
+import nbformat
+import pytest
+
+from labhelpers import env
+
+NOTEBOOKS = make_exercises.solution_paths()
+MAX_CELL_LINES = 45  # "no cell over ~40 lines", with a little slack for long lists
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def notebook(request):
+    return nbformat.read(request.param, as_version=4)
+
+
+def test_opens_with_what_you_will_learn(notebook):
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    assert "What you will learn" in first.source
+
+
+def test_first_code_cell_is_the_setup_cell(notebook):
+    assert code_cells(notebook)[0].source == env.SETUP_CELL
+
+
+def test_sizes_come_from_one_profile_table(notebook):
+    assert any(
+        "PROFILE = env.profile()" in c.source and "SIZES" in c.source for c in code_cells(notebook)
+    )
+
+
+def test_no_cell_is_too_long(notebook):
+    long = [
+        c.source.splitlines()[0]
+        for c in notebook.cells
+        if len(c.source.splitlines()) > MAX_CELL_LINES
+    ]
+    assert not long, f"cells over {MAX_CELL_LINES} lines: {long}"
+
+
+def test_every_exercise_is_followed_by_its_check(notebook):
+    cells = code_cells(notebook)
+    for i, cell in enumerate(cells):
+        if make_exercises.BEGIN in cell.source:
+            following = cells[i + 1].source if i + 1 < len(cells) else ""
+            assert re.search(r"grading\.check_\w+\(", following), (
+                f"no check after exercise:\n{cell.source[:200]}"
+            )
+
+
+def test_claims_are_asserted_and_outputs_saved(notebook):
+    assert sum("assert " in c.source for c in code_cells(notebook)) >= 3
+    assert all(c.execution_count is not None for c in code_cells(notebook)), (
+        "commit notebooks executed"
+    )
+    errors = [o for c in code_cells(notebook) for o in c.outputs if o.output_type == "error"]
+    assert not errors
+
+
+def test_readme_maps_every_notebook_and_uses_the_repo_url():
+    readme = (env.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    for path in NOTEBOOKS:
+        assert path.name in readme, f"README's notebook map lacks {path.name}"
+    badges = re.findall(
+        r"https://(?:mybinder\.org/v2/gh|colab\.research\.google\.com/github)/([^/]+/[^/]+)/",
+        readme,
+    )
+    assert badges and set(badges) == {env.REPO_URL.removeprefix("https://github.com/")}
