@@ -1,3 +1,308 @@
-"""Checks for the exercises on numpy_sae."""
+"""Checks for notebook 02's exercises: the NumPy SAE's forward and backward passes,
+the numerical gradient, and the matching-pursuit encoder.
 
-__all__: list[str] = []
+The references are the functions of ``labhelpers.numpy_sae``. Every case gets fresh
+arrays, so a learner's function that changes its inputs cannot spoil the comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from labhelpers import numpy_sae
+from labhelpers.grading.core import Mistake, check_function
+
+__all__ = [
+    "check_matching_pursuit_encode",
+    "check_numerical_gradient",
+    "check_sae_backward",
+    "check_sae_forward",
+]
+
+# (batch, d_in, d_sae): the seed lab's own shape first, then small odd ones.
+SHAPES = [(768, 8, 64), (5, 3, 4), (1, 2, 3), (16, 8, 12)]
+
+
+def _params(seed: int) -> tuple[np.ndarray, numpy_sae.Params]:
+    """x and non-trivial parameters (biases non-zero, so a dropped bias shows)."""
+    batch, d_in, d_sae = SHAPES[seed % len(SHAPES)]
+    rng = np.random.default_rng(100 + seed)
+    x = rng.normal(size=(batch, d_in))
+    params = {
+        "W_enc": rng.normal(scale=0.5, size=(d_in, d_sae)),
+        "b_enc": rng.normal(scale=0.3, size=d_sae),
+        "W_dec": numpy_sae.normalize_rows(rng.normal(size=(d_sae, d_in))),
+        "b_dec": rng.normal(scale=0.3, size=d_in),
+    }
+    return x, params
+
+
+def _fresh(fn: Callable, build: Callable) -> Callable:
+    """Call ``fn`` on newly built arguments for a case seed."""
+    return lambda seed: fn(*build(seed))
+
+
+# --- forward -----------------------------------------------------------------------------
+
+
+def _forward_case(seed: int) -> tuple[np.ndarray, numpy_sae.Params]:
+    return _params(seed)
+
+
+def _forward_without(x, p, relu=True, b_enc=True, b_dec=True):
+    pre = x @ p["W_enc"] + (p["b_enc"] if b_enc else 0.0)
+    z = np.maximum(pre, 0.0) if relu else pre
+    return pre, z, z @ p["W_dec"] + (p["b_dec"] if b_dec else 0.0)
+
+
+def check_sae_forward(sae_forward: Callable) -> None:
+    """Check ``sae_forward(x, params) -> (pre, z, x_hat)``."""
+    __tracebackhide__ = True
+    mistakes = [
+        Mistake(
+            "a missing ReLU",
+            _fresh(lambda x, p: _forward_without(x, p, relu=False), _forward_case),
+            "z is the ReLU of the pre-activation: np.maximum(pre, 0.0).",
+        ),
+        Mistake(
+            "the encoder bias left out",
+            _fresh(lambda x, p: _forward_without(x, p, b_enc=False), _forward_case),
+            "The pre-activation is x @ W_enc + b_enc.",
+        ),
+        Mistake(
+            "the decoder bias left out",
+            _fresh(lambda x, p: _forward_without(x, p, b_dec=False), _forward_case),
+            "The reconstruction is z @ W_dec + b_dec.",
+        ),
+    ]
+    check_function(
+        "check_sae_forward",
+        _fresh(sae_forward, _forward_case),
+        _fresh(numpy_sae.forward, _forward_case),
+        [(seed,) for seed in range(len(SHAPES))],
+        mistakes=mistakes,
+    )
+
+
+# --- backward ----------------------------------------------------------------------------
+
+L1_COEFFS = [5.0, 0.7, 2.0, 0.0]
+
+
+def _backward_case(seed: int) -> tuple:
+    x, params = _params(seed)
+    pre, z, x_hat = numpy_sae.forward(x, params)
+    return x, params, pre, z, x_hat, L1_COEFFS[seed % len(L1_COEFFS)]
+
+
+def _backward_variant(
+    x, p, pre, z, x_hat, l1, *, mask=True, l1_on=True, scale="mean", l1_scale="all", bias="sum"
+):
+    d_x_hat = 2.0 * (x_hat - x) / (x.size if scale == "mean" else 1.0)
+    l1_grad = l1 / (z.size if l1_scale == "all" else len(z)) * np.sign(z)
+    d_z = d_x_hat @ p["W_dec"].T + (l1_grad if l1_on else 0.0)
+    d_pre = d_z * (pre > 0) if mask else d_z
+    reduce = np.sum if bias == "sum" else np.mean
+    return {
+        "W_enc": x.T @ d_pre,
+        "b_enc": reduce(d_pre, axis=0),
+        "W_dec": z.T @ d_x_hat,
+        "b_dec": reduce(d_x_hat, axis=0),
+    }
+
+
+def _negated(*case):
+    return {k: -v for k, v in numpy_sae.backward(*case).items()}
+
+
+def check_sae_backward(sae_backward: Callable) -> None:
+    """Check ``sae_backward(x, params, pre, z, x_hat, l1_coeff) -> {name: gradient}``."""
+    __tracebackhide__ = True
+
+    def variant(**options):
+        return _fresh(lambda *case: _backward_variant(*case, **options), _backward_case)
+
+    mistakes = [
+        Mistake(
+            "no ReLU mask in the backward pass",
+            variant(mask=False),
+            "The ReLU passes gradient only where pre > 0: multiply d_z by (pre > 0).",
+        ),
+        Mistake(
+            "the L1 term left out",
+            variant(l1_on=False),
+            "The sparsity penalty l1_coeff * mean|z| adds l1_coeff / z.size * sign(z) to d_z.",
+        ),
+        Mistake(
+            "a summed (not mean) squared error",
+            variant(scale="sum"),
+            "The loss is a mean over all x.size entries, so d_x_hat = 2 * (x_hat - x) / x.size.",
+        ),
+        Mistake(
+            "the L1 gradient divided by the batch size",
+            variant(l1_scale="batch"),
+            "mean|z| averages over every entry of z: divide by z.size, not len(z).",
+        ),
+        Mistake(
+            "bias gradients averaged instead of summed",
+            variant(bias="mean"),
+            "A bias is added to every row, so its gradient is the *sum* of the rows' gradients.",
+        ),
+        Mistake(
+            "every gradient with its sign flipped",
+            _fresh(_negated, _backward_case),
+            "d loss / d x_hat is 2 * (x_hat - x) / x.size: reconstruction minus target.",
+        ),
+    ]
+    check_function(
+        "check_sae_backward",
+        _fresh(sae_backward, _backward_case),
+        _fresh(numpy_sae.backward, _backward_case),
+        [(seed,) for seed in range(len(SHAPES))],
+        mistakes=mistakes,
+        atol=1e-9,
+    )
+
+
+# --- numerical gradient ------------------------------------------------------------------
+
+
+def _gradient_case(seed: int) -> tuple[Callable[[], float], np.ndarray, float]:
+    """A curved function of a fresh array, with cross terms so every entry matters."""
+    rng = np.random.default_rng(200 + seed)
+    a = rng.normal(size=[(3,), (2, 3), (4, 2), (5,)][seed % 4])
+    eps = [1e-3, 1e-4, 1e-3, 1e-2][seed % 4]
+
+    def f() -> float:
+        return float(np.sum(np.sin(a) * a**2) + np.sum(a) ** 2 + np.exp(a).sum())
+
+    return f, a, eps
+
+
+def _forward_difference(f, a, eps):
+    grad = np.zeros_like(a)
+    base = f()
+    for i in np.ndindex(a.shape):
+        a[i] += eps
+        grad[i] = (f() - base) / eps
+        a[i] -= eps
+    return grad
+
+
+def _not_restored(f, a, eps):
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        a[i] += eps
+        up = f()
+        a[i] -= 2 * eps
+        grad[i] = (up - f()) / (2 * eps)  # a[i] is left at original - eps
+    return grad
+
+
+def _half_step(f, a, eps):
+    return numpy_sae.numerical_gradient(f, a, eps) * 2
+
+
+def check_numerical_gradient(numerical_gradient: Callable) -> None:
+    """Check ``numerical_gradient(f, a, eps) -> array like a`` (central differences)."""
+    __tracebackhide__ = True
+    mistakes = [
+        Mistake(
+            "a forward difference",
+            _fresh(_forward_difference, _gradient_case),
+            "Use central differences, (f(a + eps) - f(a - eps)) / (2 eps): their error is O(eps^2).",
+        ),
+        Mistake(
+            "a division by eps instead of 2 * eps",
+            _fresh(_half_step, _gradient_case),
+            "The two nudged points are 2 * eps apart.",
+        ),
+        Mistake(
+            "entries left nudged after use",
+            _fresh(_not_restored, _gradient_case),
+            "Put each entry back to its original value before moving on to the next.",
+        ),
+    ]
+    check_function(
+        "check_numerical_gradient",
+        _fresh(numerical_gradient, _gradient_case),
+        _fresh(numpy_sae.numerical_gradient, _gradient_case),
+        [(seed,) for seed in range(4)],
+        mistakes=mistakes,
+        atol=1e-7,
+    )
+
+
+# --- matching pursuit --------------------------------------------------------------------
+
+
+def _pursuit_case(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+    rng = np.random.default_rng(300 + seed)
+    n, d_in, d_sae, k = [(64, 8, 24, 3), (5, 3, 6, 2), (1, 4, 4, 1), (20, 8, 32, 4)][seed % 4]
+    W_dec = numpy_sae.normalize_rows(rng.normal(size=(d_sae, d_in)))
+    codes = np.where(rng.random((n, d_sae)) < 0.15, rng.uniform(0.5, 2.0, (n, d_sae)), 0.0)
+    return codes @ W_dec + 0.05 * rng.normal(size=(n, d_in)), W_dec, k
+
+
+def _no_residual(x, W_dec, k):
+    scores = x @ W_dec.T
+    keep = scores >= -np.sort(-scores, axis=1)[:, [k - 1]]
+    return np.where(keep & (scores > 0), scores, 0.0)
+
+
+def _coefficient_from_x(x, W_dec, k):
+    z = np.zeros((len(x), len(W_dec)))
+    rows, residual = np.arange(len(x)), x.copy()
+    for _ in range(k):
+        j = (residual @ W_dec.T).argmax(axis=1)
+        coeff = np.maximum((x * W_dec[j]).sum(axis=1), 0.0)
+        z[rows, j] += coeff
+        residual = residual - coeff[:, None] * W_dec[j]
+    return z
+
+
+def _absolute_scores(x, W_dec, k):
+    z = np.zeros((len(x), len(W_dec)))
+    rows, residual = np.arange(len(x)), x.copy()
+    for _ in range(k):
+        scores = residual @ W_dec.T
+        j = np.abs(scores).argmax(axis=1)
+        coeff = scores[rows, j]
+        z[rows, j] += coeff
+        residual = residual - coeff[:, None] * W_dec[j]
+    return z
+
+
+def check_matching_pursuit_encode(matching_pursuit_encode: Callable) -> None:
+    """Check ``matching_pursuit_encode(x, W_dec, k) -> z`` (plain matching pursuit)."""
+    __tracebackhide__ = True
+    mistakes = [
+        Mistake(
+            "no residual update (a linear top-k)",
+            _fresh(_no_residual, _pursuit_case),
+            "After each pick, subtract coefficient * W_dec[j] from the residual and score again.",
+        ),
+        Mistake(
+            "coefficients measured on x instead of the residual",
+            _fresh(_coefficient_from_x, _pursuit_case),
+            "The coefficient is the pick's dot product with the *residual*, not with x.",
+        ),
+        Mistake(
+            "picks by |score| (negative coefficients allowed)",
+            _fresh(_absolute_scores, _pursuit_case),
+            "Latents are non-negative: pick the largest *signed* score and clip it at 0.",
+        ),
+    ]
+
+    def reference(x, W_dec, k):
+        return numpy_sae.matching_pursuit(x, W_dec, k, orthogonal=False)
+
+    check_function(
+        "check_matching_pursuit_encode",
+        _fresh(matching_pursuit_encode, _pursuit_case),
+        _fresh(reference, _pursuit_case),
+        [(seed,) for seed in range(4)],
+        mistakes=mistakes,
+    )
