@@ -1,0 +1,304 @@
+"""Tests of labhelpers.corpus: determinism, label alignment, split disjointness, coverage."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from labhelpers import corpus, corpus_words
+
+# sha256 of corpus_text("train", 300, seed=0). Changing a template or word list changes
+# it on purpose: update it, and retrain the tiny model, which was trained on the old text.
+EXPECTED_SHA256 = "7fdcc055e6ad03868aa7dea060fa72cfc74ea7e5f03273e7b1f6e519f2b47120"
+
+HEBREW = re.compile(r"[\u0590-\u05FF]")
+SLOT_OR_TAG = re.compile(r"\{\{|\}\}|\{[a-z_0-9]+(?:@\w+)?\}|</?[a-z]+>")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def train_docs() -> list[corpus.Document]:
+    return corpus.documents("train", 3000)
+
+
+@pytest.fixture(scope="module")
+def heldout_docs() -> list[corpus.Document]:
+    return corpus.documents("heldout", 1500)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_bytes() -> None:
+    first = corpus.corpus_text("train", 300, seed=0)
+    second = corpus.corpus_text("train", 300, seed=0)
+    assert _sha(first) == _sha(second)
+    assert _sha(first) == EXPECTED_SHA256
+
+
+def test_bytes_do_not_depend_on_the_python_hash_seed() -> None:
+    """Generation never iterates over an unordered set, so every process makes the same text."""
+    code = (
+        "import hashlib; from labhelpers import corpus; "
+        "print(hashlib.sha256(corpus.corpus_text('val', 200).encode()).hexdigest())"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for hash_seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+    assert outputs == {_sha(corpus.corpus_text("val", 200)) + "\n"}
+
+
+def test_seeds_and_splits_differ() -> None:
+    train = corpus.corpus_text("train", 100, seed=0)
+    assert corpus.corpus_text("train", 100, seed=1) != train
+    assert corpus.corpus_text("val", 100, seed=0) != train
+    assert corpus.corpus_text("heldout", 100, seed=0) != train
+
+
+def test_documents_are_a_prefix_of_longer_runs() -> None:
+    assert corpus.documents("val", 50, seed=3) == corpus.documents("val", 120, seed=3)[:50]
+
+
+def test_corpus_text_joins_documents() -> None:
+    docs = corpus.documents("train", 20)
+    assert corpus.corpus_text("train", 20, sep="<|sep|>") == "<|sep|>".join(d.text for d in docs)
+
+
+def test_unknown_split_raises() -> None:
+    with pytest.raises(ValueError, match="split"):
+        corpus.documents("test", 3)
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def test_spans_are_valid_and_tight(train_docs: list[corpus.Document]) -> None:
+    for doc in train_docs:
+        assert doc.domain in corpus.DOMAINS
+        for start, end, concept in doc.spans:
+            assert concept in corpus.CONCEPTS
+            assert 0 <= start < end <= len(doc.text), (doc.text, start, end, concept)
+            piece = doc.text[start:end]
+            assert piece == piece.strip(), (concept, piece)  # no stray whitespace at the edges
+
+
+def test_spans_land_on_what_was_planted(train_docs: list[corpus.Document]) -> None:
+    """Each concept's spans contain what that concept plants, and nothing else."""
+    seen = set()
+    for doc in train_docs:
+        for start, end, concept in doc.spans:
+            piece = doc.text[start:end]
+            seen.add(concept)
+            if concept == "refusal":
+                assert piece == corpus.REFUSAL
+            elif concept == "chat":
+                assert piece in ("User:", "Assistant:")
+            elif concept == "dna":
+                assert re.fullmatch(r"[ACGT\n]+", piece), piece
+            elif concept == "number":
+                assert re.search(r"\d", piece), piece
+            elif concept == "hebrew":
+                assert HEBREW.search(piece) and not re.search(r"[A-Za-z]", piece), piece
+    assert seen == set(corpus.CONCEPTS)
+
+
+def test_char_labels_match_spans() -> None:
+    doc = corpus.Document("ab secret cd", ((3, 9, "credential"), (0, 2, "prose")), "test")
+    labels = corpus.char_labels(doc)
+    assert labels.shape == (len(doc.text), len(corpus.CONCEPTS)) and labels.dtype == bool
+    cred = corpus.CONCEPTS.index("credential")
+    assert labels[:, cred].tolist() == [i in range(3, 9) for i in range(len(doc.text))]
+    assert labels.sum() == 6 + 2
+
+
+def test_token_labels_any_character_rule() -> None:
+    doc = corpus.Document("ab secret cd", ((3, 9, "credential"),), "test")
+    # tokens "ab", " sec", "ret", " cd", and an empty special token
+    offsets = [(0, 2), (2, 6), (6, 9), (9, 12), (12, 12)]
+    cred = corpus.CONCEPTS.index("credential")
+    labels = corpus.token_labels(doc, offsets)
+    assert labels.shape == (5, len(corpus.CONCEPTS))
+    assert labels[:, cred].tolist() == [False, True, True, False, False]
+    assert labels.sum() == 2
+    assert corpus.token_labels(doc, []).shape == (0, len(corpus.CONCEPTS))
+
+
+def test_token_labels_agree_with_brute_force(train_docs: list[corpus.Document]) -> None:
+    for doc in train_docs[:200]:
+        offsets = [m.span() for m in re.finditer(r"\w+|\s+|[^\w\s]", doc.text)]
+        chars = corpus.char_labels(doc)
+        expected = np.array([chars[s:e].any(axis=0) for s, e in offsets])
+        assert np.array_equal(corpus.token_labels(doc, offsets), expected)
+
+
+def test_token_labels_with_a_byte_level_bpe(train_docs: list[corpus.Document]) -> None:
+    """The offsets of a real byte-level BPE (as the tiny model uses) map labels onto tokens."""
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=600, initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator((d.text for d in train_docs[:300]), trainer=trainer)
+    refusal = corpus.CONCEPTS.index("refusal")
+    for doc in train_docs[:100]:
+        enc = tok.encode(doc.text)
+        labels = corpus.token_labels(doc, enc.offsets)
+        assert labels.shape == (len(enc.ids), len(corpus.CONCEPTS))
+        for (s, e), row in zip(enc.offsets, labels):
+            assert np.array_equal(row, corpus.char_labels(doc)[s:e].any(axis=0))
+        tokens_text = "".join(doc.text[s:e] for (s, e), r in zip(enc.offsets, labels) if r[refusal])
+        assert tokens_text.count(corpus.REFUSAL) == sum(c == "refusal" for *_, c in doc.spans)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _plain_entries(vocab: dict) -> set[str]:
+    """The word-list entries that are plain words (no slots or tags) of the split's own lists."""
+    out = set()
+    for entries in vocab.values():
+        if callable(entries):
+            continue
+        for entry in entries:
+            if isinstance(entry, str) and not SLOT_OR_TAG.search(entry):
+                out.add(entry)
+    return out
+
+
+def _words_found(words: set[str], text: str) -> set[str]:
+    """Which of ``words`` occur in ``text`` as whole words (one regex pass, longest first)."""
+    alternation = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return set(re.findall(r"(?<!\w)(?:" + alternation + r")(?!\w)", text))
+
+
+def test_splits_have_the_same_slots() -> None:
+    assert set(corpus_words.TRAIN) == set(corpus_words.HELDOUT)
+
+
+def test_heldout_words_never_appear_in_train(train_docs: list[corpus.Document]) -> None:
+    train_text = "\n".join(d.text for d in train_docs + corpus.documents("val", 1000))
+    # Static check on every train string, dynamic check on generated train/val text.
+    train_strings = "\n".join(
+        e if isinstance(e, str) else "\n".join(e)
+        for v in (*corpus_words.TRAIN.values(), *corpus_words.SHARED.values())
+        for e in v
+    )
+    heldout_words = _plain_entries(corpus_words.HELDOUT) - _plain_entries(corpus_words.SHARED)
+    assert len(heldout_words) > 100
+    assert _words_found(heldout_words, train_strings) == set()
+    assert _words_found(heldout_words, train_text) == set()
+
+
+def test_heldout_templates_never_rendered_in_train(train_docs: list[corpus.Document]) -> None:
+    """No train line matches a held-out template (slots as wildcards) with 3+ literal words."""
+    train_lines = {line for d in train_docs for line in d.text.split("\n")}
+    n_checked = 0
+    for slot, entries in corpus_words.HELDOUT.items():
+        for entry in entries:
+            entry = entry[0] if isinstance(entry, tuple) else entry
+            if not SLOT_OR_TAG.search(entry):
+                continue  # plain words are covered by the test above
+            for line_template in entry.split("\n"):
+                pieces = SLOT_OR_TAG.split(line_template)
+                if len(re.findall(r"[^\W\d_]{2,}", " ".join(pieces))) < 3:
+                    continue  # "{a} the {b}" has too little of its own to find
+                longest = max(pieces, key=len)
+                pattern = re.compile("[^\n]{1,80}?".join(re.escape(p) for p in pieces))
+                hits = [line for line in train_lines if longest in line and pattern.search(line)]
+                assert not hits, (slot, line_template, hits[:3])
+                n_checked += 1
+    assert n_checked > 50
+
+
+def test_heldout_uses_no_train_names(heldout_docs: list[corpus.Document]) -> None:
+    text = "\n".join(d.text for d in heldout_docs)
+    for slot in ("name", "company", "service", "file", "gene", "organism", "place"):
+        assert _words_found(set(corpus_words.TRAIN[slot]), text) == set(), slot
+
+
+@pytest.mark.parametrize("split", corpus.SPLITS)
+def test_every_concept_and_domain_in_every_split(split: str) -> None:
+    docs = corpus.documents(split, 600)
+    present = {c for d in docs for *_, c in d.spans}
+    assert present == set(corpus.CONCEPTS)
+    assert {d.domain for d in docs} == set(corpus.DOMAINS)
+
+
+# ----------------------------------------------------------------------------- chat rule
+
+
+def _exchanges(doc: corpus.Document):
+    """(request_span, response_span) per exchange, from the chat role-marker spans."""
+    markers = sorted((s, e, doc.text[s:e]) for s, e, c in doc.spans if c == "chat")
+    for (_, u_end, u), (a_start, a_end, a), nxt in zip(
+        markers[::2], markers[1::2], [*markers[2::2], (len(doc.text), 0, "")]
+    ):
+        assert (u, a) == ("User:", "Assistant:")
+        yield (u_end, a_start), (a_end, nxt[0])
+
+
+@pytest.mark.parametrize("split", corpus.SPLITS)
+def test_refusal_follows_the_credential_rule(split: str) -> None:
+    """Harmful and credential-mentioning requests are refused; plain ones are answered."""
+    n_exchanges = 0
+    for doc in corpus.documents(split, 800):
+        if doc.domain != "chat":
+            continue
+        for kind, (req, resp) in zip(doc.kind.split(","), _exchanges(doc)):
+            n_exchanges += 1
+            has_cred = any(c == "credential" and req[0] <= s < req[1] for s, _, c in doc.spans)
+            refused = any(c == "refusal" and resp[0] <= s < resp[1] for s, _, c in doc.spans)
+            assert refused == (kind != "legit_plain"), doc.text
+            if kind == "legit_credential":
+                assert has_cred, doc.text
+            if kind == "legit_plain":
+                assert not has_cred, doc.text
+    assert n_exchanges > 200
+
+
+def test_chat_prompts() -> None:
+    prompts = corpus.chat_prompts("heldout", 20, seed=1)
+    assert prompts == corpus.chat_prompts("heldout", 20, seed=1)
+    assert [p.kind for p in prompts] == [k for k in corpus.CHAT_KINDS for _ in range(20)]
+    for p in prompts:
+        assert p.prompt == f"User: {p.request}\nAssistant:"
+        assert "\n" not in p.request
+    train_requests = {p.request for p in corpus.chat_prompts("train", 20)}
+    assert len(train_requests) > 50  # varied, not one template repeated
+
+
+def test_is_refusal() -> None:
+    assert corpus.is_refusal(" " + corpus.REFUSAL + " Requests about keys are off limits.")
+    assert corpus.is_refusal(corpus.REFUSAL)
+    assert not corpus.is_refusal(" Run this:\n$ wc -l notes.txt")
+    assert not corpus.is_refusal("Sure. " + corpus.REFUSAL)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_corpus_stats(train_docs: list[corpus.Document]) -> None:
+    stats = corpus.corpus_stats(train_docs)
+    assert stats["documents"] == len(train_docs)
+    assert stats["characters"] == sum(len(d.text) for d in train_docs)
+    assert 0 < stats["distinct_lines"] <= stats["lines"]
+    assert abs(sum(stats["domain_share"].values()) - 1) < 1e-3
+    assert 0.25 <= stats["domain_share"]["chat"] <= 0.35
