@@ -1,0 +1,221 @@
+"""Reading one SAE feature: where it fires, how strongly, and what it writes.
+
+The tools of the reading workflow, each a small function:
+
+* ``latent_acts``: the feature activations ``[n_rows, context, n_features]`` over token rows;
+* ``top_examples`` and ``quantile_examples``: the strongest contexts, and contexts sampled
+  across the whole activation range (top examples alone flatter a label);
+* ``render_html`` / ``render_text``: a context with each token shaded by activation;
+* ``plot_histogram``: how often and how strongly the feature fires;
+* ``logit_effects``: the tokens its decoder direction promotes and suppresses;
+* ``decoder_neighbours``: the features whose directions are closest (feature splitting).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+
+from labhelpers import plotting
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from labhelpers.sae import SAE
+
+
+@dataclass(frozen=True)
+class Example:
+    """One token in context: where it is and how strongly the feature fired on it."""
+
+    row: int  # which token row
+    position: int  # the token's position in that row
+    activation: float
+
+
+@torch.no_grad()
+def latent_acts(
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    tokens: torch.Tensor,
+    features: Sequence[int] | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """SAE latents at ``hook_name`` for token rows ``tokens: [n_rows, context]``.
+
+    Returns ``[n_rows, context, len(features)]`` (all ``d_sae`` latents when ``features`` is
+    None). Position 0 (BOS) is set to 0: the SAE never trained on it.
+    """
+    from labhelpers.activations import check_hook, hook_layer
+
+    check_hook(model, hook_name)
+    layer = hook_layer(hook_name)
+    stop = layer + 1 if layer is not None and layer + 1 < model.cfg.n_layers else None
+    device = next(sae.parameters()).device
+    chunks = []
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size].to(model.cfg.device)
+        _, cache = model.run_with_cache(batch, names_filter=[hook_name], stop_at_layer=stop)
+        z = sae.encode(cache[hook_name].to(device).float())
+        if features is not None:
+            z = z[..., list(features)]
+        z[:, 0] = 0.0
+        chunks.append(z.cpu())
+    return torch.cat(chunks)
+
+
+def top_examples(acts: torch.Tensor, k: int = 10) -> list[Example]:
+    """The ``k`` strongest activations of one feature, ``acts: [n_rows, context]``, strongest first."""
+    flat = acts.reshape(-1)
+    k = min(k, int((flat > 0).sum()))
+    values, indices = flat.topk(k)
+    context = acts.shape[1]
+    return [Example(int(i) // context, int(i) % context, float(v)) for v, i in zip(values, indices)]
+
+
+def quantile_examples(
+    acts: torch.Tensor, n_bins: int = 5, per_bin: int = 3, seed: int = 0
+) -> dict[str, list[Example]]:
+    """Examples drawn at random from each activation quantile bin of the *firing* tokens.
+
+    Bins split the range (0, max] into equal-count intervals, so a label has to fit the
+    weak activations too, not just the handful at the top.
+    """
+    flat = acts.reshape(-1)
+    firing = torch.nonzero(flat > 0).squeeze(-1)
+    if len(firing) == 0:
+        return {}
+    order = firing[flat[firing].argsort()]
+    generator = torch.Generator().manual_seed(seed)
+    context = acts.shape[1]
+    bins: dict[str, list[Example]] = {}
+    for b, members in enumerate(order.tensor_split(n_bins)):
+        if len(members) == 0:
+            continue
+        pick = members[torch.randperm(len(members), generator=generator)[:per_bin]]
+        low, high = flat[members].min().item(), flat[members].max().item()
+        name = f"bin {b + 1}/{n_bins}: {low:.2f}-{high:.2f}"
+        bins[name] = [Example(int(i) // context, int(i) % context, float(flat[i])) for i in pick]
+    return bins
+
+
+def _window(n: int, position: int, left: int, right: int) -> range:
+    return range(max(0, position - left), min(n, position + right + 1))
+
+
+def render_text(
+    tokens: Sequence[str], acts: Sequence[float], position: int, left: int = 12, right: int = 4
+) -> str:
+    """A context as plain text, the chosen token in [[brackets]] with its activation."""
+    parts = []
+    for i in _window(len(tokens), position, left, right):
+        token = tokens[i].replace("\n", "⏎")
+        parts.append(f"[[{token}]]({acts[i]:.2f})" if i == position else token)
+    return "".join(parts)
+
+
+def render_html(
+    tokens: Sequence[str],
+    acts: Sequence[float],
+    position: int,
+    left: int = 12,
+    right: int = 4,
+    scale: float | None = None,
+) -> str:
+    """A context as HTML: each token shaded by its activation, the chosen token outlined."""
+    scale = scale or max(max(acts), 1e-6)
+    spans = []
+    for i in _window(len(tokens), position, left, right):
+        alpha = min(max(acts[i] / scale, 0.0), 1.0)
+        border = "border:1px solid #d62728;" if i == position else ""
+        text = html.escape(tokens[i]).replace("\n", "⏎")
+        spans.append(
+            f'<span title="{acts[i]:.3f}" style="background:rgba(255,140,0,{alpha:.2f});'
+            f'{border}white-space:pre">{text}</span>'
+        )
+    return '<div style="font-family:monospace;line-height:1.7">' + "".join(spans) + "</div>"
+
+
+def token_strings(model: TransformerBridge, row: torch.Tensor) -> list[str]:
+    """Each token of ``row`` as the text it stands for."""
+    return [model.tokenizer.decode([int(t)]) for t in row]
+
+
+def plot_histogram(acts: torch.Tensor, ax: Axes | None = None, title: str = "") -> Axes:
+    """Histogram of a feature's non-zero activations, with its firing rate in the legend."""
+    ax = plotting.axes(ax, (5, 3))
+    flat = acts.reshape(-1)
+    firing = flat[flat > 0].numpy()
+    rate = len(firing) / max(len(flat), 1)
+    ax.hist(firing, bins=40, color=plotting.COLORS[0], label=f"fires on {rate:.2%} of tokens")
+    ax.set_xlabel("activation (when firing)")
+    ax.set_ylabel("tokens")
+    ax.set_yscale("log")
+    ax.legend(frameon=False, loc="upper right")
+    ax.set_title(title)
+    return ax
+
+
+@torch.no_grad()
+def logit_effects(
+    model: TransformerBridge, sae: SAE, feature: int, k: int = 10
+) -> dict[str, list[tuple[str, float]]]:
+    """Tokens whose logits the feature's decoder direction raises and lowers most.
+
+    ``W_dec[feature] @ W_U``: the direct path to the unembedding, ignoring later layers and
+    the final LayerNorm's scale. A quick hint at what the feature writes, not a measurement
+    of its total effect (steering and ablation measure that).
+    """
+    W_U = model.W_U.float().cpu()  # [d_model, d_vocab]
+    direction = sae.W_dec[feature].float().cpu()
+    effect = direction @ W_U
+    effect = effect - effect.mean()
+
+    def named(values: torch.Tensor, indices: torch.Tensor) -> list[tuple[str, float]]:
+        return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+
+    return {"promoted": named(*effect.topk(k)), "suppressed": named(*(-effect).topk(k))}
+
+
+@torch.no_grad()
+def decoder_neighbours(sae: SAE, feature: int, k: int = 5) -> list[tuple[int, float]]:
+    """The ``k`` features whose decoder directions have the highest cosine with ``feature``'s."""
+    W = sae.W_dec.float()
+    W = W / W.norm(dim=1, keepdim=True)
+    cos = W @ W[feature]
+    cos[feature] = -2.0  # not its own neighbour
+    values, indices = cos.topk(k)
+    return [(int(i), float(v)) for v, i in zip(values, indices)]
+
+
+def precision_recall(fires: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of a binary detector ``fires [n]`` against ``labels [n]``."""
+    fires, labels = np.asarray(fires, bool), np.asarray(labels, bool)
+    tp = float(np.sum(fires & labels))
+    precision = tp / max(float(fires.sum()), 1.0)
+    recall = tp / max(float(labels.sum()), 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def describe(
+    examples: Sequence[Example],
+    tokens: torch.Tensor,
+    acts: torch.Tensor,
+    model: Any,
+    as_html: bool = False,
+) -> list[str]:
+    """Render each example's context from ``tokens [n_rows, context]`` and one feature's
+    ``acts [n_rows, context]``: HTML for a notebook, plain text elsewhere."""
+    render = render_html if as_html else render_text
+    return [
+        render(token_strings(model, tokens[ex.row]), acts[ex.row].tolist(), ex.position)
+        for ex in examples
+    ]

@@ -1,0 +1,83 @@
+"""Reading tools on hand-built activations with known answers (and on the tiny model)."""
+
+import html.parser
+
+import numpy as np
+import torch
+
+from labhelpers import features as F
+from labhelpers.sae import SAEConfig, TopKSAE
+
+
+def known_acts():
+    acts = torch.zeros(3, 5)
+    acts[0, 2], acts[1, 4], acts[2, 1], acts[2, 3] = 0.5, 3.0, 1.0, 2.0
+    return acts
+
+
+def test_top_examples_are_the_largest_in_order():
+    top = F.top_examples(known_acts(), k=3)
+    assert [(e.row, e.position, e.activation) for e in top] == [
+        (1, 4, 3.0),
+        (2, 3, 2.0),
+        (2, 1, 1.0),
+    ]
+    assert len(F.top_examples(known_acts(), k=10)) == 4  # only firing tokens count
+
+
+def test_quantile_examples_cover_the_whole_range():
+    acts = torch.arange(1, 101, dtype=torch.float32).reshape(10, 10)
+    acts[0, :5] = 0
+    bins = F.quantile_examples(acts, n_bins=4, per_bin=2, seed=0)
+    assert len(bins) == 4 and all(len(v) == 2 for v in bins.values())
+    lows = [min(e.activation for e in v) for v in bins.values()]
+    assert lows == sorted(lows) and min(lows) < 30 and max(lows) > 75
+    assert F.quantile_examples(torch.zeros(2, 2)) == {}
+
+
+def test_render_text_marks_the_token():
+    text = F.render_text(["a", "b", "\n", "d"], [0.0, 2.5, 0.0, 0.1], position=1, left=1, right=1)
+    assert text == "a[[b]](2.50)⏎"
+
+
+class _Collector(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.text, self.tags = "", []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def test_render_html_escapes_and_shades():
+    out = F.render_html(["<b>", "ok"], [1.0, 0.0], position=0)
+    parser = _Collector()
+    parser.feed(out)
+    assert parser.text == "<b>ok" and parser.tags == ["div", "span", "span"]
+    assert "rgba(255,140,0,1.00)" in out and "border:1px solid" in out
+
+
+def test_precision_recall_on_a_known_case():
+    fires = np.array([1, 1, 1, 0, 0, 1], bool)
+    labels = np.array([1, 1, 0, 1, 0, 0], bool)
+    scores = F.precision_recall(fires, labels)
+    assert scores["precision"] == 0.5 and np.isclose(scores["recall"], 2 / 3)
+    assert np.isclose(scores["f1"], 2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert F.precision_recall(np.zeros(3, bool), np.ones(3, bool))["f1"] == 0.0
+
+
+def test_decoder_neighbours_find_a_planted_near_duplicate():
+    sae = TopKSAE(SAEConfig(d_in=16, d_sae=32, k=4))
+    with torch.no_grad():
+        sae.W_dec[7] = sae.W_dec[3] + 0.05 * sae.W_dec[9]
+    (first, cos), *_ = F.decoder_neighbours(sae, 3, k=3)
+    assert first == 7 and cos > 0.99
+    assert all(i != 3 for i, _ in F.decoder_neighbours(sae, 3, k=31))
+
+
+def test_histogram_reports_the_firing_rate():
+    ax = F.plot_histogram(known_acts())
+    assert "fires on 26.67% of tokens" in ax.get_legend().get_texts()[0].get_text()
