@@ -1,0 +1,194 @@
+"""Save and load SAEs in SAELens's layout, so that SAELens can load ours (and we theirs).
+
+A saved SAE is a folder with two files:
+
+* ``cfg.json``: ``architecture`` (SAELens's name: standard, topk, jumprelu, gated),
+  ``d_in``, ``d_sae``, ``dtype``, ``device``, ``apply_b_dec_to_input``,
+  ``normalize_activations`` ("none": any input scaling is folded into the weights before
+  saving), ``reshape_activations``, ``metadata`` (hook name, model name, and our own
+  config under ``metadata["labhelpers"]``) and architecture fields such as ``k``;
+* ``sae_weights.safetensors``: ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``,
+  ``W_dec [d_sae, d_in]``, ``b_dec [d_in]``, plus ``threshold [d_sae]`` for JumpReLU
+  (and BatchTopK, which SAELens stores as a JumpReLU), or ``b_gate``, ``r_mag``, ``b_mag``
+  for Gated (whose gate bias is our ``b_enc``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from labhelpers.sae import ARCHITECTURES, SAE, SAEConfig
+
+__all__ = ["CFG_FILENAME", "WEIGHTS_FILENAME", "SAEFormatError", "load_sae", "save_sae"]
+
+CFG_FILENAME = "cfg.json"
+WEIGHTS_FILENAME = "sae_weights.safetensors"
+# The SAELens config-format version we write; versions before 6.0 use other key names.
+SAELENS_FORMAT_VERSION = "6.0.0"
+
+# Our short name -> SAELens's architecture name.
+_SAELENS_NAME = {
+    "relu": "standard",
+    "topk": "topk",
+    "batchtopk": "jumprelu",
+    "jumprelu": "jumprelu",
+    "gated": "gated",
+}
+
+
+class SAEFormatError(ValueError):
+    """A saved SAE whose config or tensors do not match what its architecture needs."""
+
+
+def _short_name(sae: SAE) -> str:
+    return next(name for name, cls in ARCHITECTURES.items() if type(sae) is cls)
+
+
+def _state_for_saving(sae: SAE) -> dict[str, torch.Tensor]:
+    tensors = {
+        "W_enc": sae.W_enc.detach(),
+        "b_enc": sae.b_enc.detach(),
+        "W_dec": sae.W_dec.detach(),
+        "b_dec": sae.b_dec.detach(),
+        **sae.extra_tensors(),
+    }
+    if _short_name(sae) == "gated":
+        tensors["b_gate"] = tensors.pop("b_enc")
+    return {name: t.contiguous().clone() for name, t in tensors.items()}
+
+
+def save_sae(
+    sae: SAE,
+    path: str | Path,
+    *,
+    hook_name: str | None = None,
+    model_name: str | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``cfg.json`` and ``sae_weights.safetensors`` under ``path``; return the folder."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    name = _short_name(sae)
+    metadata: dict[str, Any] = {
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
+        "sae_lens_training_version": None,
+        "hook_name": hook_name,
+        "model_name": model_name,
+        **(extra_metadata or {}),
+        "labhelpers": {"architecture": name, "config": sae.cfg.to_dict()},
+    }
+    cfg: dict[str, Any] = {
+        "architecture": _SAELENS_NAME[name],
+        "d_in": sae.cfg.d_in,
+        "d_sae": sae.cfg.d_sae,
+        "dtype": str(sae.W_enc.dtype).removeprefix("torch."),
+        "device": "cpu",
+        "apply_b_dec_to_input": sae.cfg.apply_b_dec_to_input,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": metadata,
+    }
+    if name == "topk":
+        cfg["k"] = sae.cfg.k
+        cfg["rescale_acts_by_decoder_norm"] = False
+    tensors = {k: v.cpu() for k, v in _state_for_saving(sae).items()}
+    save_file(tensors, str(path / WEIGHTS_FILENAME))
+    (path / CFG_FILENAME).write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+def _expected_shapes(name: str, d_in: int, d_sae: int) -> dict[str, tuple[int, ...]]:
+    shapes = {"W_enc": (d_in, d_sae), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+    if name == "gated":
+        shapes.update(b_gate=(d_sae,), r_mag=(d_sae,), b_mag=(d_sae,))
+    else:
+        shapes["b_enc"] = (d_sae,)
+    if name in ("jumprelu", "batchtopk"):
+        shapes["threshold"] = (d_sae,)
+    return shapes
+
+
+def _read_cfg(path: Path) -> dict[str, Any]:
+    cfg_path = path / CFG_FILENAME
+    if not cfg_path.exists():
+        raise SAEFormatError(f"no {CFG_FILENAME} in {path}")
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("architecture", "d_in", "d_sae"):
+        if key not in cfg:
+            raise SAEFormatError(f"{cfg_path}: missing required field {key!r}")
+    if cfg.get("normalize_activations", "none") != "none":
+        raise SAEFormatError(
+            f"{cfg_path}: field 'normalize_activations' is {cfg['normalize_activations']!r}; "
+            "only 'none' is supported (fold the scaling into the weights before saving)"
+        )
+    return cfg
+
+
+def _our_name_and_config(cfg: dict[str, Any]) -> tuple[str, SAEConfig]:
+    ours = (cfg.get("metadata") or {}).get("labhelpers")
+    if ours:
+        name, fields = ours["architecture"], dict(ours["config"])
+    else:  # an SAE written by SAELens itself
+        by_saelens = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
+        if cfg["architecture"] not in by_saelens:
+            raise SAEFormatError(
+                f"field 'architecture' is {cfg['architecture']!r}; supported: {sorted(by_saelens)}"
+            )
+        name, fields = by_saelens[cfg["architecture"]], {}
+        if name == "topk":
+            if "k" not in cfg:
+                raise SAEFormatError("missing required field 'k' for a topk SAE")
+            if cfg.get("rescale_acts_by_decoder_norm", False):
+                raise SAEFormatError("field 'rescale_acts_by_decoder_norm' must be false")
+            fields["k"] = int(cfg["k"])
+    fields.update(
+        d_in=int(cfg["d_in"]),
+        d_sae=int(cfg["d_sae"]),
+        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+    )
+    return name, SAEConfig(**fields)
+
+
+def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
+    """Load an SAE saved by :func:`save_sae` (or by SAELens, for the shared architectures).
+
+    Raises :class:`SAEFormatError` naming the field when a key is missing or a tensor has
+    the wrong shape.
+    """
+    path = Path(path)
+    cfg = _read_cfg(path)
+    name, sae_cfg = _our_name_and_config(cfg)
+    weights_path = path / WEIGHTS_FILENAME
+    if not weights_path.exists():
+        raise SAEFormatError(f"no {WEIGHTS_FILENAME} in {path}")
+    tensors = load_file(str(weights_path))
+    for key, shape in _expected_shapes(name, sae_cfg.d_in, sae_cfg.d_sae).items():
+        if key not in tensors:
+            raise SAEFormatError(f"{weights_path}: missing tensor {key!r} for a {name} SAE")
+        if tuple(tensors[key].shape) != shape:
+            raise SAEFormatError(
+                f"{weights_path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
+                f"expected {shape} (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae})"
+            )
+    sae = ARCHITECTURES[name](sae_cfg)
+    if name == "gated":
+        tensors["b_enc"] = tensors.pop("b_gate")
+    with torch.no_grad():
+        for key in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(sae, key).copy_(tensors[key])
+        if name == "jumprelu":
+            sae.log_threshold.copy_(tensors["threshold"].log())
+        elif name == "batchtopk":
+            threshold = tensors["threshold"]
+            if not torch.all(threshold == threshold[0]):
+                raise SAEFormatError("tensor 'threshold' of a batchtopk SAE must be one value")
+            sae.threshold.copy_(threshold[0])
+        elif name == "gated":
+            sae.r_mag.copy_(tensors["r_mag"])
+            sae.b_mag.copy_(tensors["b_mag"])
+    return sae.to(device).eval()

@@ -1,0 +1,307 @@
+"""One training loop for every SAE in ``labhelpers.sae``, with checkpoints that resume exactly.
+
+What a step does, in order:
+
+1. take the next batch from the data source and scale it by ``input_scale`` (chosen once
+   so that ``E||x||^2 = d_in``; it is folded back into the weights at the end);
+2. forward, with the current sparsity scale (warm-up) and the dead-latent mask (AuxK);
+3. backward; remove the decoder-row-parallel gradient (unit-norm architectures); clip;
+4. an Adam step with the scheduled learning rate (linear warm-up, then linear decay to 0
+   over the last ``lr_decay_fraction`` of training); renormalise decoder rows;
+5. update "steps since each latent last fired"; latents silent for ``dead_window`` steps
+   are dead; optionally resample them every ``resample_every`` steps.
+
+A data source is any object with ``next_batch(batch_size) -> [batch, d_in]``,
+``sample(n) -> (x, ...)`` for statistics that must not consume training data,
+``state_dict()`` and ``load_state_dict()`` (see :class:`TensorSource` and
+``labhelpers.synthetic.SyntheticSource``).
+
+A checkpoint is a folder with ``trainer.safetensors`` (SAE weights, Adam moments, the
+dead-latent counters, the resampling RNG state as uint8) and ``trainer.json`` (step,
+input scale, data position, history, configs). No pickles.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from labhelpers import metrics
+from labhelpers.io import save_sae
+from labhelpers.sae import SAE
+
+__all__ = ["DataSource", "TensorSource", "TrainConfig", "Trainer", "train_sae"]
+
+
+class DataSource(Protocol):
+    def next_batch(self, batch_size: int) -> torch.Tensor: ...
+    def sample(self, n: int) -> tuple[torch.Tensor, ...]: ...
+    def state_dict(self) -> dict[str, int]: ...
+    def load_state_dict(self, state: dict[str, int]) -> None: ...
+
+
+class TensorSource:
+    """Shuffled batches from a fixed tensor of activations ``[n, d_in]``, epoch after epoch.
+
+    Epoch ``e`` uses the permutation drawn from seed ``(seed, e)``; the state is (epoch,
+    index) so a resumed run reads exactly the batches the original would have.
+    """
+
+    def __init__(self, data: torch.Tensor, seed: int = 0) -> None:
+        self.data, self.seed = data, seed
+        self.epoch, self.index = 0, 0
+        self._perm_epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def _permutation(self) -> torch.Tensor:
+        if self._perm_epoch != self.epoch:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            self._perm, self._perm_epoch = torch.randperm(len(self.data), generator=gen), self.epoch
+        return self._perm
+
+    def next_batch(self, batch_size: int) -> torch.Tensor:
+        if self.index + batch_size > len(self.data):  # drop the ragged end of an epoch
+            self.epoch, self.index = self.epoch + 1, 0
+        rows = self._permutation()[self.index : self.index + batch_size]
+        self.index += batch_size
+        return self.data[rows]
+
+    def sample(self, n: int) -> tuple[torch.Tensor]:
+        return (self.data[:n],)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 512
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_warmup_steps: int = 50
+    lr_decay_fraction: float = 0.2  # linear decay to 0 over this last part of training
+    sparsity_warmup_steps: int = 0  # the penalty ramps from 0 to full over these steps
+    grad_clip: float | None = 1.0
+    dead_window: int = 200  # steps without firing before a latent counts as dead
+    resample_every: int | None = None  # resample dead latents every N steps (None: never)
+    normalize_inputs: bool = True  # scale inputs so that E||x||^2 = d_in
+    init_b_dec_to_mean: bool = True
+    stats_samples: int = 4096
+    log_every: int = 50
+    seed: int = 0  # the resampling RNG
+    progress: bool = True
+
+
+class Trainer:
+    """Holds everything a run needs; ``run()`` trains, ``save/load_checkpoint`` pause it."""
+
+    def __init__(self, sae: SAE, source: DataSource, cfg: TrainConfig) -> None:
+        self.sae, self.source, self.cfg = sae, source, cfg
+        self.optimizer = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=cfg.betas)
+        self.step = 0
+        self.device = sae.W_enc.device
+        self.steps_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=self.device)
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.history: dict[str, list[float]] = defaultdict(list)
+        self.input_scale = 1.0
+        stats = source.sample(cfg.stats_samples)[0].to(sae.W_enc)
+        if cfg.normalize_inputs:
+            self.input_scale = float((sae.cfg.d_in / stats.pow(2).sum(-1).mean()).sqrt())
+        if cfg.init_b_dec_to_mean:
+            with torch.no_grad():
+                sae.b_dec.copy_(stats.mean(0) * self.input_scale)
+
+    # --- schedules: pure functions of the step, so they need no saved state ---------------
+    def lr_at(self, step: int) -> float:
+        cfg = self.cfg
+        warm = min(1.0, (step + 1) / max(cfg.lr_warmup_steps, 1))
+        decay_start = cfg.steps * (1 - cfg.lr_decay_fraction)
+        decay = (
+            1.0 if step < decay_start else max(0.0, (cfg.steps - step) / (cfg.steps - decay_start))
+        )
+        return cfg.lr * warm * decay
+
+    def sparsity_scale_at(self, step: int) -> float:
+        return min(1.0, (step + 1) / max(self.cfg.sparsity_warmup_steps, 1))
+
+    def dead_mask(self) -> torch.Tensor:
+        """[d_sae] bool: latents that have not fired in the last ``dead_window`` steps."""
+        return self.steps_since_fired >= self.cfg.dead_window
+
+    # --- one step ---------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor) -> dict[str, float] | None:
+        sae, cfg, step = self.sae, self.cfg, self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(step)
+        out = sae(x, dead_mask=self.dead_mask(), sparsity_scale=self.sparsity_scale_at(step))
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        sae.remove_parallel_grads_()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        sae.normalize_decoder_()
+        fired = (out.z.detach() != 0).any(0)
+        self.steps_since_fired += 1
+        self.steps_since_fired[fired] = 0
+        self.step += 1
+        if cfg.resample_every and self.step % cfg.resample_every == 0:
+            self.resample_dead(x)
+        if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            with torch.no_grad():
+                row = {name: float(value) for name, value in out.losses.items()}
+                row.update(
+                    step=self.step,
+                    loss=float(out.loss),
+                    l0=metrics.l0(out.z),
+                    fvu=metrics.fvu(x, out.x_hat),
+                    dead_fraction=float(self.dead_mask().float().mean()),
+                    lr=self.lr_at(step),
+                )
+            for name, value in row.items():
+                self.history[name].append(value)
+            return row
+        return None
+
+    @torch.no_grad()
+    def resample_dead(self, x: torch.Tensor) -> int:
+        """Point dead latents at inputs the SAE reconstructs badly (Anthropic, 2023).
+
+        Inputs are drawn with probability proportional to their squared loss; a dead
+        latent's decoder row becomes that input's normalised residual and its encoder
+        column the same direction, scaled to 0.2 x the mean live encoder norm. Adam's
+        moments for those latents restart at zero. Returns how many were resampled.
+        """
+        sae, dead = self.sae, self.dead_mask()
+        n_dead = int(dead.sum())
+        if n_dead == 0 or n_dead == len(dead):
+            return 0
+        x_hat = sae(x).x_hat
+        loss = (x - x_hat).pow(2).sum(-1)
+        # The RNG lives on the CPU so that its state is the same on every device.
+        weights = (loss.pow(2) + 1e-12).cpu()
+        rows = torch.multinomial(weights, n_dead, replacement=True, generator=self.rng).to(x.device)
+        directions = x[rows] - x_hat[rows]
+        directions /= directions.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        dec_norm = 1.0 if sae.unit_norm_decoder else float(sae.W_dec[~dead].norm(dim=1).mean())
+        enc_norm = float(sae.W_enc[:, ~dead].norm(dim=0).mean())
+        sae.W_dec[dead] = directions * dec_norm
+        sae.W_enc[:, dead] = directions.T * 0.2 * enc_norm
+        sae.b_enc[dead] = 0.0
+        for name, param in sae.named_parameters():
+            state = self.optimizer.state.get(param, {})
+            for moment in ("exp_avg", "exp_avg_sq"):
+                if moment in state:
+                    if name == "W_enc":
+                        state[moment][:, dead] = 0.0
+                    elif name in ("W_dec", "b_enc"):
+                        state[moment][dead] = 0.0
+        self.steps_since_fired[dead] = 0
+        return n_dead
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self, until: int | None = None) -> dict[str, list[float]]:
+        """Train from the current step up to ``until`` (default: ``cfg.steps``); return the history."""
+        until = self.cfg.steps if until is None else min(until, self.cfg.steps)
+        self.sae.train()
+        bar = tqdm(
+            total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, leave=False
+        )
+        while self.step < until:
+            x = self.source.next_batch(self.cfg.batch_size).to(self.sae.W_enc) * self.input_scale
+            row = self.train_step(x)
+            bar.update(1)
+            if row is not None:
+                bar.set_postfix(l0=f"{row['l0']:.1f}", fvu=f"{row['fvu']:.3f}")
+        bar.close()
+        self.sae.eval()
+        return dict(self.history)
+
+    def fold_normalization(self) -> None:
+        """Fold ``input_scale`` into the weights: the SAE then takes raw activations."""
+        self.sae.fold_input_scale_(self.input_scale)
+        self.input_scale = 1.0
+
+    def export(self, path: str | Path, **metadata: Any) -> Path:
+        """Save the SAE for inference in SAELens's layout, with ``input_scale`` folded in.
+
+        Works on a copy, so training can go on afterwards. ``metadata`` goes to ``save_sae``
+        (``hook_name``, ``model_name``).
+        """
+        sae = copy.deepcopy(self.sae)
+        sae.fold_input_scale_(self.input_scale)
+        return save_sae(sae, path, **metadata)
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the complete training state to the folder ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"sae.{k}": v.detach().cpu() for k, v in self.sae.state_dict().items()}
+        optim = self.optimizer.state_dict()
+        for index, state in optim["state"].items():
+            for key, value in state.items():
+                tensors[f"optim.{index}.{key}"] = value.detach().cpu()
+        tensors["steps_since_fired"] = self.steps_since_fired.cpu()
+        tensors["rng_state"] = self.rng.get_state()
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()}, str(path / "trainer.safetensors")
+        )
+        scalars = {
+            "step": self.step,
+            "input_scale": self.input_scale,
+            "source": self.source.state_dict(),
+            "history": dict(self.history),
+            "param_groups": optim["param_groups"],
+            "train_config": asdict(self.cfg),
+            "sae_config": self.sae.cfg.to_dict(),
+            "architecture": type(self.sae).__name__,
+        }
+        (path / "trainer.json").write_text(json.dumps(scalars, indent=1))
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore the state written by :meth:`save_checkpoint` into this trainer."""
+        path = Path(path)
+        scalars: dict[str, Any] = json.loads((path / "trainer.json").read_text())
+        if scalars["architecture"] != type(self.sae).__name__:
+            raise ValueError(
+                f"checkpoint is for a {scalars['architecture']}, not a {type(self.sae).__name__}"
+            )
+        tensors = load_file(str(path / "trainer.safetensors"))
+        self.sae.load_state_dict(
+            {k.removeprefix("sae."): v for k, v in tensors.items() if k.startswith("sae.")}
+        )
+        state: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                state[int(index)][name] = value
+        self.optimizer.load_state_dict(
+            {"state": dict(state), "param_groups": scalars["param_groups"]}
+        )
+        self.steps_since_fired = tensors["steps_since_fired"].to(self.device)
+        self.rng.set_state(tensors["rng_state"])
+        self.step = scalars["step"]
+        self.input_scale = scalars["input_scale"]
+        self.source.load_state_dict(scalars["source"])
+        self.history = defaultdict(list, scalars["history"])
+
+
+def train_sae(sae: SAE, source: DataSource, cfg: TrainConfig) -> dict[str, list[float]]:
+    """Train ``sae`` for ``cfg.steps`` steps, fold the input scaling into it, return the history."""
+    trainer = Trainer(sae, source, cfg)
+    history = trainer.run()
+    trainer.fold_normalization()
+    return history

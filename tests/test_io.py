@@ -1,0 +1,134 @@
+"""Tests for labhelpers.io: round trips, SAELens's own loader, clear errors."""
+
+import json
+
+import pytest
+import sae_lens
+import torch
+from safetensors.torch import load_file, save_file
+
+from labhelpers.io import SAEFormatError, load_sae, save_sae
+from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is faster than two threads waiting on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+D_IN, D_SAE = 10, 24
+
+
+def _trained_looking(name: str):
+    """An SAE with non-trivial biases and thresholds, so that equality means something."""
+    sae = make_sae(name, SAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, seed=2))
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.add_(0.1 * torch.randn(param.shape, generator=gen))
+        if name == "batchtopk":
+            sae.threshold.fill_(0.3)
+    sae.normalize_decoder_()
+    return sae.eval()
+
+
+def _x(n: int = 64) -> torch.Tensor:
+    return torch.randn(n, D_IN, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_round_trip(name, tmp_path):
+    sae = _trained_looking(name)
+    save_sae(sae, tmp_path / name, hook_name="blocks.1.hook_resid_post", model_name="tiny")
+    loaded = load_sae(tmp_path / name)
+    assert type(loaded) is type(sae) and loaded.cfg == sae.cfg
+    for key, value in sae.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=1e-6, atol=1e-7)
+    x = _x()
+    torch.testing.assert_close(loaded.encode(x), sae.encode(x))
+    torch.testing.assert_close(loaded.decode(sae.encode(x)), sae.decode(sae.encode(x)))
+
+
+def test_layout_keys_and_tensor_names(tmp_path):
+    save_sae(_trained_looking("jumprelu"), tmp_path, hook_name="blocks.0.hook_resid_post")
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    for key in ("architecture", "d_in", "d_sae", "dtype", "device", "apply_b_dec_to_input"):
+        assert key in cfg
+    assert cfg["architecture"] == "jumprelu" and cfg["normalize_activations"] == "none"
+    assert cfg["metadata"]["hook_name"] == "blocks.0.hook_resid_post"
+    tensors = load_file(str(tmp_path / "sae_weights.safetensors"))
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == {
+        "W_enc": (D_IN, D_SAE),
+        "b_enc": (D_SAE,),
+        "W_dec": (D_SAE, D_IN),
+        "b_dec": (D_IN,),
+        "threshold": (D_SAE,),
+    }
+
+
+def test_wrong_shape_names_the_tensor(tmp_path):
+    save_sae(_trained_looking("topk"), tmp_path)
+    tensors = load_file(str(tmp_path / "sae_weights.safetensors"))
+    tensors["W_dec"] = tensors["W_dec"].T.contiguous()
+    save_file(tensors, str(tmp_path / "sae_weights.safetensors"))
+    with pytest.raises(SAEFormatError, match=r"'W_dec' has shape \(10, 24\), expected \(24, 10\)"):
+        load_sae(tmp_path)
+
+
+def test_missing_tensor_names_it(tmp_path):
+    save_sae(_trained_looking("jumprelu"), tmp_path)
+    tensors = load_file(str(tmp_path / "sae_weights.safetensors"))
+    del tensors["threshold"]
+    save_file(tensors, str(tmp_path / "sae_weights.safetensors"))
+    with pytest.raises(SAEFormatError, match="missing tensor 'threshold'"):
+        load_sae(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["d_sae", "architecture"])
+def test_missing_config_field_names_it(key, tmp_path):
+    save_sae(_trained_looking("relu"), tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    del cfg[key]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEFormatError, match=f"missing required field '{key}'"):
+        load_sae(tmp_path)
+
+
+# --- SAELens itself loads our files and computes the same thing --------------------------
+
+
+@pytest.mark.parametrize("name", ["relu", "topk", "jumprelu", "batchtopk", "gated"])
+def test_saelens_loads_ours_and_agrees(name, tmp_path):
+    ours = _trained_looking(name)
+    save_sae(ours, tmp_path)
+    theirs = sae_lens.SAE.load_from_disk(str(tmp_path))
+    expected_class = {
+        "relu": "StandardSAE",
+        "topk": "TopKSAE",
+        "jumprelu": "JumpReLUSAE",
+        "batchtopk": "JumpReLUSAE",
+        "gated": "GatedSAE",
+    }[name]
+    assert type(theirs).__name__ == expected_class
+    x = _x(128)
+    with torch.no_grad():
+        z_ours, z_theirs = ours.encode(x), theirs.encode(x)
+        assert (z_ours != 0).sum() > 0
+        torch.testing.assert_close(z_theirs, z_ours, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(theirs.decode(z_ours), ours.decode(z_ours), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(theirs(x), ours.decode(ours.encode(x)), rtol=1e-5, atol=1e-6)
+
+
+def test_we_load_a_file_saelens_wrote(tmp_path):
+    theirs = sae_lens.TopKSAE(sae_lens.TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=3))
+    with torch.no_grad():
+        theirs.b_enc.fill_(0.05)
+        theirs.b_dec.fill_(-0.1)
+    theirs.save_model(str(tmp_path))
+    ours = load_sae(tmp_path)
+    x = _x()
+    torch.testing.assert_close(ours.encode(x), theirs.encode(x).detach())

@@ -1,0 +1,192 @@
+"""Tests for labhelpers.sae: shapes, gradients, sparsity, decoder norms, folding."""
+
+import pytest
+import torch
+
+from labhelpers.sae import (
+    ARCHITECTURES,
+    BatchTopKSAE,
+    GatedSAE,
+    JumpReLUSAE,
+    ReLUSAE,
+    SAEConfig,
+    TopKSAE,
+    make_sae,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is faster than two threads waiting on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+D_IN, D_SAE, K = 12, 40, 4
+
+
+def _sae(name: str, **kw) -> torch.nn.Module:
+    return make_sae(name, SAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, seed=1, **kw))
+
+
+def _x(n: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, D_IN, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_shapes(name):
+    sae = _sae(name)
+    assert sae.W_enc.shape == (D_IN, D_SAE) and sae.W_dec.shape == (D_SAE, D_IN)
+    assert sae.b_enc.shape == (D_SAE,) and sae.b_dec.shape == (D_IN,)
+    out = sae(_x())
+    assert out.x_hat.shape == (32, D_IN) and out.z.shape == (32, D_SAE)
+    assert set(out.losses) == {"mse", "sparsity", "aux"} and out.loss.shape == ()
+    sae.eval()
+    assert sae.encode(_x()).shape == (32, D_SAE)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_gradients_reach_every_parameter(name):
+    sae = _sae(name, threshold_init=0.05, bandwidth=1.0)
+    with torch.no_grad():
+        sae.b_enc.fill_(0.1)  # enough latents fire for every path to matter
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[::3] = True
+    sae(_x(256), dead_mask=dead).loss.backward()
+    for pname, param in sae.named_parameters():
+        assert param.grad is not None, pname
+        assert torch.isfinite(param.grad).all(), pname
+        assert param.grad.abs().sum() > 0, f"no gradient reaches {pname}"
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_latents_are_non_negative_and_decode_matches_forward(name):
+    sae = _sae(name)
+    out = sae(_x())
+    assert (out.z >= 0).all()
+    torch.testing.assert_close(out.x_hat, sae.decode(out.z))
+
+
+def test_topk_keeps_exactly_k_per_input():
+    sae = _sae("topk")
+    with torch.no_grad():
+        sae.b_enc.fill_(5.0)  # all pre-activations positive, so ReLU drops none of the k
+    z = sae.encode(_x())
+    assert ((z != 0).sum(-1) == K).all()
+    pre = sae.pre_acts(_x())
+    kth = pre.topk(K, dim=-1).values[:, -1:]
+    assert torch.equal(z != 0, pre >= kth)
+
+
+def test_batchtopk_keeps_k_times_batch_in_training_and_uses_threshold_in_eval():
+    sae = _sae("batchtopk")
+    with torch.no_grad():
+        sae.b_enc.fill_(5.0)
+    x = _x(64)
+    z = sae(x).z
+    assert int((z != 0).sum()) == K * 64
+    assert (z != 0).sum(-1).float().std() > 0  # inputs differ in how many latents they use
+    assert float(sae.threshold) > 0
+    sae.eval()
+    pre = sae.pre_acts(x)
+    assert torch.equal(sae.encode(x) != 0, pre > sae.threshold)
+
+
+def test_relu_penalty_is_l1_weighted_by_decoder_norms():
+    sae = _sae("relu", sparsity_coeff=0.3)
+    x = _x()
+    out = sae(x)
+    expected = 0.3 * (out.z * sae.W_dec.norm(dim=1)).sum(-1).mean()
+    torch.testing.assert_close(out.losses["sparsity"], expected)
+    assert (out.z == torch.relu(sae.pre_acts(x))).all()
+
+
+def test_jumprelu_zeroes_below_threshold_and_penalises_l0():
+    sae = _sae("jumprelu", threshold_init=0.2, sparsity_coeff=0.5)
+    x = _x()
+    pre = sae.pre_acts(x)
+    z = sae.encode(x)
+    assert torch.equal(z, pre * (pre > 0.2))
+    out = sae(x)
+    torch.testing.assert_close(out.losses["sparsity"], 0.5 * (pre > 0.2).sum(-1).float().mean())
+
+
+def test_jumprelu_step_gradient_lowers_l0_by_raising_threshold():
+    sae = _sae("jumprelu", threshold_init=0.1, bandwidth=0.5)
+    sae(_x(256)).losses["sparsity"].backward()
+    assert (sae.log_threshold.grad <= 0).all() and (sae.log_threshold.grad < 0).any()
+    assert sae.W_enc.grad is None or sae.W_enc.grad.abs().sum() == 0  # L0 has no pre grad
+
+
+def test_gated_gate_decides_and_magnitude_scales():
+    sae = _sae("gated")
+    with torch.no_grad():
+        sae.r_mag.fill_(0.5)
+        sae.b_mag.fill_(0.1)
+    x = _x()
+    xc = x - sae.b_dec
+    gate = xc @ sae.W_enc + sae.b_enc
+    mag = torch.relu(xc @ sae.W_enc * torch.e**0.5 + 0.1)
+    torch.testing.assert_close(sae.encode(x), (gate > 0) * mag)
+
+
+@pytest.mark.parametrize("name", ["topk", "batchtopk", "jumprelu", "gated"])
+def test_unit_norm_decoder_is_kept(name):
+    sae = _sae(name)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.1)
+    sae(_x()).loss.backward()
+    sae.remove_parallel_grads_()
+    rows = sae.W_dec / sae.W_dec.norm(dim=1, keepdim=True)
+    assert (sae.W_dec.grad * rows).sum(1).abs().max() < 1e-5
+    opt.step()
+    sae.normalize_decoder_()
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(D_SAE))
+
+
+def test_relu_decoder_is_free():
+    assert not ReLUSAE.unit_norm_decoder
+    sae = _sae("relu")
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.full((D_SAE,), 0.1))
+
+
+def test_topk_auxk_only_trains_dead_latents():
+    sae = _sae("topk")
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[:10] = True
+    out = sae(_x(), dead_mask=dead)
+    assert float(out.losses["aux"].detach()) > 0
+    out.losses["aux"].backward()
+    assert sae.W_dec.grad[10:].abs().sum() == 0 and sae.W_dec.grad[:10].abs().sum() > 0
+    assert float(sae(_x()).losses["aux"]) == 0.0  # no dead mask, no AuxK
+    assert float(_sae("topk", aux_coeff=0.0)(_x(), dead_mask=dead).losses["aux"]) == 0.0
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_folding_the_input_scale_keeps_latents(name):
+    sae = _sae(name)
+    sae.eval()
+    x, scale = _x(), 3.0
+    z_scaled, x_hat_scaled = sae.encode(x * scale), sae.decode(sae.encode(x * scale))
+    sae.fold_input_scale_(scale)
+    torch.testing.assert_close(sae.encode(x), z_scaled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        sae.decode(sae.encode(x)), x_hat_scaled / scale, atol=1e-5, rtol=1e-5
+    )
+
+
+def test_initial_weights_depend_only_on_the_seed():
+    torch.manual_seed(123)
+    a = TopKSAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, seed=7))
+    torch.manual_seed(999)
+    b = TopKSAE(SAEConfig(d_in=D_IN, d_sae=D_SAE, seed=7))
+    assert torch.equal(a.W_dec, b.W_dec) and torch.equal(a.W_enc, a.W_dec.T)
+
+
+def test_make_sae_names_and_unknown():
+    assert isinstance(make_sae("gated", SAEConfig(4, 8)), GatedSAE)
+    assert isinstance(make_sae("jumprelu", SAEConfig(4, 8)), JumpReLUSAE)
+    assert isinstance(make_sae("batchtopk", SAEConfig(4, 8)), BatchTopKSAE)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        make_sae("vanilla", SAEConfig(4, 8))

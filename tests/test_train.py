@@ -1,0 +1,162 @@
+"""Tests for labhelpers.train: schedules, dead latents, resampling, folding, exact resume."""
+
+import pytest
+import torch
+
+from labhelpers import metrics
+from labhelpers.io import load_sae
+from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
+from labhelpers.synthetic import SyntheticSource, make_synthetic
+from labhelpers.train import TensorSource, TrainConfig, Trainer, train_sae
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matrices: one thread is faster than two threads waiting on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FEATURES = make_synthetic(n_features=32, d_in=8, avg_active=2.0, n_pairs=4, seed=0)
+
+
+def _setup(name: str, **train_kw):
+    sae = make_sae(name, SAEConfig(d_in=8, d_sae=24, k=2, sparsity_coeff=0.5, seed=3))
+    cfg = TrainConfig(steps=40, batch_size=32, log_every=5, progress=False, stats_samples=256)
+    for key, value in train_kw.items():
+        setattr(cfg, key, value)
+    return sae, SyntheticSource(FEATURES, seed=1), cfg
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_resume_from_checkpoint_is_bit_identical(name, tmp_path):
+    kw = dict(dead_window=3, resample_every=10, sparsity_warmup_steps=10)
+    sae_a, source_a, cfg = _setup(name, **kw)
+    straight = Trainer(sae_a, source_a, cfg)
+    straight.run()
+
+    sae_b, source_b, _ = _setup(name, **kw)
+    first = Trainer(sae_b, source_b, cfg)
+    first.run(until=20)
+    first.save_checkpoint(tmp_path / "ckpt")
+
+    sae_c, source_c, _ = _setup(name, **kw)  # fresh objects: nothing shared with `first`
+    resumed = Trainer(sae_c, source_c, cfg)
+    resumed.load_checkpoint(tmp_path / "ckpt")
+    assert resumed.step == 20
+    resumed.run()
+
+    for key, value in sae_a.state_dict().items():
+        assert torch.equal(sae_c.state_dict()[key], value), key
+    assert torch.equal(resumed.steps_since_fired, straight.steps_since_fired)
+    assert dict(resumed.history) == dict(straight.history)
+    assert source_c.position == source_a.position == 40
+    # The run really moved: a resume that did nothing would not pass the checks above,
+    # but make sure the weights left their initial values too.
+    assert not torch.equal(sae_a.W_dec, _setup(name)[0].W_dec)
+
+
+def test_checkpoint_is_only_safetensors_and_json(tmp_path):
+    sae, source, cfg = _setup("topk")
+    trainer = Trainer(sae, source, cfg)
+    trainer.run(until=5)
+    trainer.save_checkpoint(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trainer.json", "trainer.safetensors"]
+
+
+def test_checkpoint_refuses_another_architecture(tmp_path):
+    sae, source, cfg = _setup("topk")
+    Trainer(sae, source, cfg).save_checkpoint(tmp_path)
+    other, source, cfg = _setup("relu")
+    with pytest.raises(ValueError, match="TopKSAE"):
+        Trainer(other, source, cfg).load_checkpoint(tmp_path)
+
+
+def test_lr_schedule_warms_up_and_decays_to_zero():
+    sae, source, cfg = _setup("topk", lr_warmup_steps=10, lr_decay_fraction=0.25)
+    trainer = Trainer(sae, source, cfg)
+    lrs = [trainer.lr_at(s) for s in range(cfg.steps)]
+    assert lrs[0] == pytest.approx(cfg.lr / 10) and lrs[9] == pytest.approx(cfg.lr)
+    assert lrs[29] == pytest.approx(cfg.lr) and lrs[-1] < lrs[35] < cfg.lr
+    assert trainer.lr_at(cfg.steps) == 0.0
+    assert trainer.sparsity_scale_at(0) == pytest.approx(1.0)
+
+
+def test_sparsity_warmup_ramps():
+    sae, source, cfg = _setup("relu", sparsity_warmup_steps=20)
+    trainer = Trainer(sae, source, cfg)
+    assert trainer.sparsity_scale_at(0) == pytest.approx(1 / 20)
+    assert trainer.sparsity_scale_at(19) == pytest.approx(1.0)
+
+
+def test_dead_latents_are_tracked_and_resampled():
+    sae, source, cfg = _setup("relu", dead_window=5)
+    trainer = Trainer(sae, source, cfg)
+    with torch.no_grad():
+        sae.b_enc[:6] = -100.0  # these six can never fire
+    trainer.run(until=10)
+    assert trainer.dead_mask()[:6].all()
+    x = source.next_batch(32) * trainer.input_scale
+    n_dead = int(trainer.dead_mask().sum())
+    assert n_dead >= 6 and trainer.resample_dead(x) == n_dead
+    assert not trainer.dead_mask()[:6].any()
+    assert (sae.b_enc[:6] == 0).all()
+
+
+def test_training_improves_reconstruction_and_history_is_logged():
+    sae, source, cfg = _setup("topk", steps=150)
+    trainer = Trainer(sae, source, cfg)
+    x = source.sample(512, stream=5)[0] * trainer.input_scale
+    fvu_before = metrics.fvu(x, sae(x).x_hat.detach())
+    history = trainer.run()
+    assert history["step"][-1] == 150 and len(history["fvu"]) == 30
+    # Tied initialisation and b_dec at the mean already explain about half the variance.
+    assert metrics.fvu(x, sae(x).x_hat.detach()) < 0.8 * fvu_before
+    assert all(name in history for name in ("mse", "sparsity", "aux", "l0", "dead_fraction", "lr"))
+
+
+def test_train_sae_folds_the_normalisation():
+    sae, source, cfg = _setup("topk", steps=30)
+    trainer = Trainer(sae, source, cfg)
+    trainer.run()
+    x = source.sample(128, stream=5)[0]
+    z_normalised = sae.encode(x * trainer.input_scale)
+    assert trainer.input_scale != pytest.approx(1.0)
+    trainer.fold_normalization()
+    torch.testing.assert_close(sae.encode(x), z_normalised, atol=1e-5, rtol=1e-5)
+
+    sae2, source2, cfg2 = _setup("topk", steps=30)
+    train_sae(sae2, source2, cfg2)
+    assert torch.equal(sae2.W_enc, sae.W_enc)
+
+
+def test_tensor_source_shuffles_per_epoch_and_resumes():
+    data = torch.arange(20.0).unsqueeze(1)
+    source = TensorSource(data, seed=0)
+    seen = torch.cat([source.next_batch(5) for _ in range(4)]).squeeze(1)
+    assert sorted(seen.tolist()) == list(range(20))
+    state = source.state_dict()
+    following = source.next_batch(5)
+    again = TensorSource(data, seed=0)
+    again.load_state_dict(state)
+    assert torch.equal(again.next_batch(5), following)
+    assert state == {"epoch": 0, "index": 20}
+
+
+def test_export_saves_a_folded_copy_and_training_goes_on(tmp_path):
+    sae, source, cfg = _setup("jumprelu", steps=30)
+    trainer = Trainer(sae, source, cfg)
+    trainer.run(until=15)
+    W_enc_before = sae.W_enc.detach().clone()
+    trainer.export(tmp_path / "sae", hook_name="synthetic")
+    assert torch.equal(sae.W_enc, W_enc_before)  # the trainer's SAE is untouched
+    x = source.sample(128, stream=5)[0]
+    exported = load_sae(tmp_path / "sae")
+    sae.eval()
+    torch.testing.assert_close(
+        exported.encode(x), sae.encode(x * trainer.input_scale), atol=1e-5, rtol=1e-5
+    )
+    trainer.run()
+    assert trainer.step == 30
