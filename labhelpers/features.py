@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from matplotlib.axes import Axes
 
@@ -193,16 +192,6 @@ def decoder_neighbours(sae: SAE, feature: int, k: int = 5) -> list[tuple[int, fl
     cos[feature] = -2.0  # not its own neighbour
     values, indices = cos.topk(k)
     return [(int(i), float(v)) for v, i in zip(values, indices)]
-
-
-def precision_recall(fires: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Precision, recall and F1 of a binary detector ``fires [n]`` against ``labels [n]``."""
-    fires, labels = np.asarray(fires, bool), np.asarray(labels, bool)
-    tp = float(np.sum(fires & labels))
-    precision = tp / max(float(fires.sum()), 1.0)
-    recall = tp / max(float(labels.sum()), 1.0)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def describe(

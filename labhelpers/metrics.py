@@ -5,21 +5,33 @@ Conventions: ``x, x_hat: [batch, d_in]``, latents ``z: [batch, d_sae]``. Every f
 returns a Python float (or a tensor for per-latent quantities) and is safe to call under
 ``torch.no_grad()``.
 
-Sections: reconstruction, sparsity and latent health, ground truth, and ``evaluate`` which
-gathers them for one SAE. (Concept scores against labelled tokens belong in a section of
-their own below ground truth.)
+Sections: reconstruction, sparsity and latent health, ground truth, concept scores
+against labelled tokens, ``evaluate`` which gathers the activation-level numbers for one
+SAE, and the SAE spliced into the model (CE-loss recovered, KL).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 
+from labhelpers import splice
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 __all__ = [
+    "ce_loss_recovered",
+    "concept_scores",
     "dead_fraction",
     "dense_fraction",
     "density_histogram",
     "evaluate",
     "explained_variance",
+    "f1_matrix",
     "feature_density",
     "fvu",
     "fvu_around_zero_legacy",
@@ -27,6 +39,7 @@ __all__ = [
     "l0",
     "l2_ratio",
     "mse",
+    "precision_recall",
 ]
 
 # --- reconstruction -------------------------------------------------------------------
@@ -118,6 +131,86 @@ def ground_truth_alignment(
     }
 
 
+# --- concept scores: a unit as a detector of a labelled concept ----------------------------
+
+
+def precision_recall(fires: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of a binary detector ``fires [n]`` against ``labels [n]``."""
+    fires, labels = np.asarray(fires, bool), np.asarray(labels, bool)
+    tp = float(np.sum(fires & labels))
+    precision = tp / max(float(fires.sum()), 1.0)
+    recall = tp / max(float(labels.sum()), 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def f1_matrix(
+    acts: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: torch.Tensor | float = 0.0,
+    chunk: int = 8192,
+) -> dict[str, torch.Tensor]:
+    """Precision, recall and F1 of every unit as a detector of every concept.
+
+    acts: [n_tokens, n_units]; labels: [n_tokens, n_concepts] bool. Unit ``u`` "detects" a
+    token when ``acts[:, u] > threshold`` (a float, or one threshold per unit ``[n_units]``).
+    Returns ``[n_units, n_concepts]`` tensors. Counts accumulate in chunks of tokens, so the
+    binary matrix is never built whole.
+    """
+    labels = torch.as_tensor(labels).float()
+    tp = torch.zeros(acts.shape[1], labels.shape[1])
+    fired = torch.zeros(acts.shape[1])
+    for start in range(0, len(acts), chunk):
+        fires = (acts[start : start + chunk].float() > threshold).float()
+        tp += fires.T @ labels[start : start + chunk]
+        fired += fires.sum(0)
+    precision = tp / fired.clamp(min=1)[:, None]
+    recall = tp / labels.sum(0).clamp(min=1)[None, :]
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def concept_scores(
+    select_acts: torch.Tensor,
+    select_labels: torch.Tensor,
+    test_acts: torch.Tensor,
+    test_labels: torch.Tensor,
+    concepts: Sequence[str],
+    fractions: Sequence[float] = (0.0, 0.1, 0.25, 0.5),
+) -> list[dict[str, float | int | str]]:
+    """For each concept, the best single unit as its detector, chosen on one split and scored on another.
+
+    The unit and its firing threshold (a fraction of the unit's largest activation on the
+    selection split) are picked by F1 on ``select_*``; precision, recall and F1 are then
+    measured on ``test_*`` (held-out text), so a unit that only fits the selection data
+    is caught. Use it alike for SAE latents, MLP neurons and residual directions (for
+    signed units pass ``torch.cat([acts, -acts], 1)``), so the comparison is fair.
+    acts: [n_tokens, n_units]; labels: [n_tokens, n_concepts] bool.
+    """
+    scale = select_acts.float().amax(0).clamp(min=1e-12)
+    best = [(-1.0, 0, 0.0)] * len(concepts)  # (select F1, unit, threshold fraction)
+    for fraction in fractions:
+        f1 = f1_matrix(select_acts, select_labels, threshold=fraction * scale)["f1"]
+        values, units = f1.max(0)
+        for c in range(len(concepts)):
+            if values[c] > best[c][0]:
+                best[c] = (float(values[c]), int(units[c]), fraction)
+    rows = []
+    for c, (select_f1, unit, fraction) in enumerate(best):
+        fires = (test_acts[:, unit].float() > fraction * scale[unit]).numpy()
+        scores = precision_recall(fires, np.asarray(test_labels)[:, c])
+        rows.append(
+            {
+                "concept": concepts[c],
+                "unit": unit,
+                "threshold_fraction": fraction,
+                "select_f1": select_f1,
+                **scores,
+            }
+        )
+    return rows
+
+
 # --- everything for one SAE -------------------------------------------------------------
 
 
@@ -153,4 +246,41 @@ def evaluate(
         alignment = ground_truth_alignment(sae.W_dec, true_directions)
         result["median_max_cos"] = alignment["median_max_cos"]
         result["n_recovered"] = alignment["n_recovered"]
+    return result
+
+
+# --- the SAE inside the model --------------------------------------------------------------
+
+
+@torch.no_grad()
+def ce_loss_recovered(
+    model: TransformerBridge,
+    sae: torch.nn.Module,
+    hook_name: str,
+    tokens: torch.Tensor,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """How much of the model's next-token loss survives when the SAE replaces the activation.
+
+    ``recovered = (L_zero - L_sae) / (L_zero - L_clean)``: 1 when splicing in the SAE costs
+    nothing, 0 when it is as bad as zeroing the activation. Also returns the three losses
+    and ``kl``, the mean KL(clean || spliced) of the next-token distributions.
+    tokens: [n_rows, context], each row starting with BOS (which the splice leaves alone).
+    """
+    totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
+    n_batches = 0
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size].to(model.cfg.device)
+        clean = splice.logits_with(model, batch, hook_name, None)
+        spliced = splice.logits_with(model, batch, hook_name, splice.sae_hook(sae))
+        zeroed = splice.logits_with(model, batch, hook_name, splice.zero_hook)
+        totals["clean"] += float(splice.next_token_loss(clean, batch))
+        totals["sae"] += float(splice.next_token_loss(spliced, batch))
+        totals["zero"] += float(splice.next_token_loss(zeroed, batch))
+        totals["kl"] += float(splice.kl_divergence(clean, spliced))
+        n_batches += 1
+    result = {f"loss_{k}" if k != "kl" else k: v / n_batches for k, v in totals.items()}
+    result["recovered"] = (result["loss_zero"] - result["loss_sae"]) / (
+        result["loss_zero"] - result["loss_clean"]
+    )
     return result

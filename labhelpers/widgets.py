@@ -28,6 +28,7 @@ import torch
 from matplotlib.figure import Figure
 
 from labhelpers import features as F
+from labhelpers import metrics
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -97,12 +98,10 @@ def concept_scores(
         from labhelpers.corpus import CONCEPTS
 
         concepts = CONCEPTS
-    labels = np.asarray(labels, dtype=bool).reshape(-1, len(concepts))
-    fires = (acts > 0).reshape(-1, len(feature_ids)).numpy()
+    labels = torch.as_tensor(np.asarray(labels, dtype=bool)).reshape(-1, len(concepts))
+    f1 = metrics.f1_matrix(acts.reshape(-1, len(feature_ids)), labels)["f1"]
     return {
-        int(f): {
-            c: F.precision_recall(fires[:, j], labels[:, i])["f1"] for i, c in enumerate(concepts)
-        }
+        int(f): {c: float(f1[j, i]) for i, c in enumerate(concepts)}
         for j, f in enumerate(feature_ids)
     }
 

@@ -2,7 +2,6 @@
 
 import html.parser
 
-import numpy as np
 import torch
 
 from labhelpers import features as F
@@ -58,15 +57,6 @@ def test_render_html_escapes_and_shades():
     parser.feed(out)
     assert parser.text == "<b>ok" and parser.tags == ["div", "span", "span"]
     assert "rgba(255,140,0,1.00)" in out and "border:1px solid" in out
-
-
-def test_precision_recall_on_a_known_case():
-    fires = np.array([1, 1, 1, 0, 0, 1], bool)
-    labels = np.array([1, 1, 0, 1, 0, 0], bool)
-    scores = F.precision_recall(fires, labels)
-    assert scores["precision"] == 0.5 and np.isclose(scores["recall"], 2 / 3)
-    assert np.isclose(scores["f1"], 2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
-    assert F.precision_recall(np.zeros(3, bool), np.ones(3, bool))["f1"] == 0.0
 
 
 def test_decoder_neighbours_find_a_planted_near_duplicate():

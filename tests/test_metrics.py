@@ -1,5 +1,6 @@
 """Tests for labhelpers.metrics on cases whose answers are known by hand."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +57,50 @@ def test_evaluate_reports_everything_and_restores_mode():
     assert result["l0"] <= 2.0
     assert result["explained_variance"] == pytest.approx(1 - result["fvu"])
     assert {"mse", "l2_ratio", "dead_fraction", "dense_fraction", "n_recovered"} <= set(result)
+
+
+def test_precision_recall_on_a_known_case():
+    fires = np.array([1, 1, 1, 0, 0, 1], bool)
+    labels = np.array([1, 1, 0, 1, 0, 0], bool)
+    scores = metrics.precision_recall(fires, labels)
+    assert scores["precision"] == 0.5 and np.isclose(scores["recall"], 2 / 3)
+    assert np.isclose(scores["f1"], 2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert metrics.precision_recall(np.zeros(3, bool), np.ones(3, bool))["f1"] == 0.0
+
+
+def test_f1_matrix_matches_precision_recall_per_unit():
+    torch.manual_seed(0)
+    acts = torch.rand(500, 6) - 0.5
+    labels = torch.rand(500, 3) > 0.7
+    table = metrics.f1_matrix(acts, labels, threshold=0.1, chunk=64)
+    for u in range(6):
+        for c in range(3):
+            expected = metrics.precision_recall((acts[:, u] > 0.1).numpy(), labels[:, c].numpy())
+            for key in ("precision", "recall", "f1"):
+                assert np.isclose(float(table[key][u, c]), expected[key], atol=1e-6)
+
+
+def test_concept_scores_pick_the_planted_detector_and_score_it_on_held_out_data():
+    """Unit 2 detects concept "a" perfectly on the selection split; unit 4 detects "b" only
+    above half its maximum; unit 0 fits "a" on the selection split only."""
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    labels = torch.rand(n, 2, generator=g) > 0.8
+    acts = torch.rand(n, 5, generator=g) * 0.1
+    acts[:, 2] += labels[:, 0] * 1.0
+    acts[:, 4] = torch.where(labels[:, 1], 1.0, 0.3)  # fires weakly everywhere, strongly on "b"
+    select, test = slice(0, 1000), slice(1000, n)
+    rows = metrics.concept_scores(
+        acts[select], labels[select], acts[test], labels[test], ["a", "b"]
+    )
+    assert [r["unit"] for r in rows] == [2, 4]
+    assert rows[0]["f1"] == 1.0 and rows[1]["f1"] == 1.0 and rows[1]["threshold_fraction"] == 0.5
+    # a unit that memorised the selection split fails on the test split
+    cheat = acts.clone()
+    cheat[:, 0] = 0.0
+    cheat[select, 0] = labels[select, 0] * 5.0
+    cheat[:, 2] = 0.0
+    rows = metrics.concept_scores(
+        cheat[select], labels[select], cheat[test], labels[test], ["a", "b"]
+    )
+    assert rows[0]["unit"] == 0 and rows[0]["select_f1"] == 1.0 and rows[0]["f1"] == 0.0
