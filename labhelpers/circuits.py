@@ -1,0 +1,577 @@
+"""Circuits of SAE features: ablation, attribution patching, edges and faithfulness.
+
+A feature label is a hypothesis; an intervention tests it. This module removes features
+from the forward pass and measures what a *metric* of the logits does, e.g. the refusal
+decision ``logit(refusal token) - logit(helpful token)`` at the last prompt position.
+
+* Ablation: the SAE is spliced in with its error term kept (``splice.sae_hook(...,
+  keep_error=True)``), so the model sees its clean activation except for the chosen
+  features, which are set to zero or to their mean.
+* Attribution patching: one forward and one backward give a first-order estimate of
+  every feature's ablation effect at once, ``grad_z(metric) . (z - z_patched)``
+  (Syed et al. 2023, "Attribution Patching Outperforms Automated Circuit Discovery";
+  Nanda 2023, "Attribution Patching").
+* Circuits across two SAEs (Marks et al. 2024, "Sparse Feature Circuits"): nodes are the
+  features of an upstream and a downstream SAE plus one *error node* per SAE (what the
+  SAE fails to reconstruct); edges say how much of the metric flows from an upstream
+  node through a downstream one; faithfulness and completeness test a small circuit by
+  ablating everything outside it, or it alone.
+
+Sign convention, everywhere: an effect, an importance or an edge weight is how much the
+metric *drops* when the node is ablated, ``metric(clean) - metric(ablated)``.
+A metric is a plain callable ``metric(logits) -> scalar tensor`` (a mean over the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from labhelpers import splice
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from labhelpers.sae import SAE
+
+__all__ = [
+    "ERROR",
+    "Circuit",
+    "Edge",
+    "Node",
+    "ablate_features",
+    "ablation_effects",
+    "attribution_patching",
+    "build_circuit",
+    "edge_attributions",
+    "faithfulness",
+    "feature_means",
+    "logit_diff",
+    "node_attributions",
+    "node_means",
+    "plot_circuit",
+    "tokenize_prompts",
+]
+
+Metric = Callable[[torch.Tensor], torch.Tensor]
+ERROR = -1  # the feature index that stands for an SAE's error node
+
+
+# --------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------
+
+
+def logit_diff(
+    logits: torch.Tensor, token_a: int, token_b: int, position: int | torch.Tensor = -1
+) -> torch.Tensor:
+    """Mean over the batch of ``logits[b, position, token_a] - logits[b, position, token_b]``.
+
+    logits: [batch, pos, d_vocab]. ``position`` is one index for every row or a
+    ``[batch]`` tensor of indices (the last real token of right-padded prompts).
+    """
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    if isinstance(position, int):
+        position = torch.full_like(rows, position)
+    at = logits[rows, position.to(logits.device)]  # [batch, d_vocab]
+    return (at[:, token_a] - at[:, token_b]).mean()
+
+
+def tokenize_prompts(
+    model: TransformerBridge, prompts: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded tokens ``[batch, pos]`` (BOS first), each prompt's last position ``[batch]``
+    and the mask of real tokens ``[batch, pos]``.
+
+    Pass the positions to ``logit_diff`` (padding comes after them, so a causal model's
+    logits there are those of the unpadded prompt) and the mask to ``node_means``.
+    """
+    rows = [model.to_tokens(prompt)[0].cpu() for prompt in prompts]
+    lengths = torch.tensor([len(row) for row in rows])
+    pad = model.tokenizer.pad_token_id
+    pad = model.tokenizer.bos_token_id if pad is None else pad
+    tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = row
+    mask = torch.arange(tokens.shape[1]) < lengths[:, None]
+    return tokens, lengths - 1, mask
+
+
+def _metric_with(model: TransformerBridge, tokens: torch.Tensor, metric: Metric, hooks) -> float:
+    """The metric (a float) with ``hooks`` ([(hook_name, fn), ...]; empty: the clean model)."""
+    with torch.no_grad():
+        logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks))
+    return float(metric(logits))
+
+
+# --------------------------------------------------------------------------------------
+# Ablation through one spliced SAE
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def node_means(
+    model: TransformerBridge,
+    saes: dict[str, SAE],
+    tokens: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Mean latents ``[d_sae]`` and mean error ``[d_in]`` of each SAE on reference ``tokens``.
+
+    ``saes`` maps hook names to SAEs. Position 0 (BOS) is left out, as in the splice;
+    ``mask: [batch, pos]`` (True for real tokens) leaves out padding as well.
+    """
+    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(saes))
+    keep = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.bool()
+    keep = keep[:, 1:].reshape(-1)
+    means = {}
+    for name, sae in saes.items():
+        x = cache[name][:, 1:].reshape(-1, sae.cfg.d_in)[keep.to(cache[name].device)]
+        x = x.to(sae.W_enc.dtype)
+        z = sae.encode(x)
+        means[name] = (z.mean(0), (x - sae.decode(z)).mean(0))
+    return means
+
+
+def feature_means(
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    tokens: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean latent activation ``[d_sae]`` over reference ``tokens`` (BOS and padding excluded)."""
+    return node_means(model, {hook_name: sae}, tokens, mask)[hook_name][0]
+
+
+def ablate_features(
+    sae: SAE,
+    features: Sequence[int] | torch.Tensor,
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+) -> splice.LatentEdit:
+    """A latent edit for ``splice.sae_hook(sae, edit=..., keep_error=True)``.
+
+    ``mode="zero"`` sets the chosen features to 0 at every position; ``mode="mean"`` sets
+    them to ``means[feature]`` (from ``feature_means``), which keeps the activation
+    on-distribution when a feature is rarely zero.
+    """
+    index = torch.as_tensor(features, dtype=torch.long, device=sae.W_enc.device)
+    if mode == "zero":
+        values = torch.zeros(sae.cfg.d_sae, device=sae.W_enc.device)
+    elif mode == "mean":
+        if means is None:
+            raise ValueError("mode='mean' needs means (see feature_means)")
+        values = means.to(sae.W_enc.device)
+    else:
+        raise ValueError(f"mode must be 'zero' or 'mean', not {mode!r}")
+
+    def edit(z: torch.Tensor) -> torch.Tensor:
+        z[..., index] = values[index].to(z.dtype)  # z is already a copy (see sae_hook)
+        return z
+
+    return edit
+
+
+def ablation_effects(
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    tokens: torch.Tensor,
+    metric: Metric,
+    features: Sequence[int] | torch.Tensor,
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+    features_per_pass: int = 1,
+) -> torch.Tensor:
+    """``metric(clean) - metric(feature ablated)`` for each feature, one at a time: ``[n_features]``.
+
+    One forward pass per feature over the whole batch. With ``features_per_pass > 1``,
+    that many copies of the batch go through the model together, copy j with feature j
+    ablated: fewer, larger passes, which pays off on a GPU more than on one CPU thread.
+    """
+    clean = _metric_with(model, tokens, metric, [])
+    features = torch.as_tensor(features, dtype=torch.long).tolist()
+    n = tokens.shape[0]
+    effects = []
+    for start in range(0, len(features), features_per_pass):
+        chunk = features[start : start + features_per_pass]
+        edits = [ablate_features(sae, [f], mode, means) for f in chunk]
+
+        def edit(z: torch.Tensor, edits=edits) -> torch.Tensor:
+            return torch.cat([e(part) for e, part in zip(edits, z.split(n))])
+
+        hook = splice.sae_hook(sae, edit=edit, keep_error=True)
+        with torch.no_grad():
+            logits = model.run_with_hooks(
+                tokens.repeat(len(chunk), 1).to(model.cfg.device), fwd_hooks=[(hook_name, hook)]
+            )
+        effects += [clean - float(metric(part)) for part in logits.split(n)]
+    return torch.tensor(effects)
+
+
+# --------------------------------------------------------------------------------------
+# Attribution patching: every node's effect from one forward and one backward
+# --------------------------------------------------------------------------------------
+
+
+def _splice_recording(sae: SAE, record: dict[str, torch.Tensor]) -> splice.Hook:
+    """Like ``sae_hook(sae, keep_error=True)``, but with the latents and error as graph leaves.
+
+    The output is ``decode(z) + error + (x - x.detach())``: equal to ``x`` in value. ``z``
+    and ``error`` are leaves, so their gradients are *partial* ones, each with the other
+    held fixed (were the error computed from ``z`` in the graph, the two paths would
+    cancel and every feature's gradient would be 0). The last term, zero in value, passes
+    the gradient on to earlier layers unchanged, as the clean model would. ``record``
+    keeps ``x`` (in the graph), ``z`` and ``error``.
+    """
+
+    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        x = act[:, 1:].to(sae.W_enc.dtype)
+        with torch.no_grad():
+            z = sae.encode(x)
+            error = x - sae.decode(z)
+        z, error = z.requires_grad_(True), error.requires_grad_(True)
+        record.update(x=x, z=z, error=error)
+        new = sae.decode(z) + error + (x - x.detach())
+        return torch.cat([act[:, :1], new.to(act.dtype)], dim=1)
+
+    return hook
+
+
+def _spliced_forward(
+    model: TransformerBridge, saes: dict[str, SAE], tokens: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
+    """Logits of the clean model (all SAEs spliced with their errors) and each SAE's z and error."""
+    records: dict[str, dict[str, torch.Tensor]] = {name: {} for name in saes}
+    hooks = [(name, _splice_recording(sae, records[name])) for name, sae in saes.items()]
+    with torch.enable_grad():
+        logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+    return logits, records
+
+
+def _patch_delta(
+    record: dict[str, torch.Tensor], means: tuple[torch.Tensor, torch.Tensor] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``clean - patched`` for the latents and the error: the patch is zero, or the means."""
+    z, error = record["z"].detach(), record["error"].detach()
+    if means is None:
+        return z, error
+    return z - means[0].to(z), error - means[1].to(error)
+
+
+def node_attributions(
+    model: TransformerBridge,
+    saes: dict[str, SAE],
+    tokens: torch.Tensor,
+    metric: Metric,
+    means: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Attribution-patching estimate of each node's ablation effect: ``{hook: [d_sae + 1]}``.
+
+    Entry ``i < d_sae`` is feature i, the last entry (index ``ERROR``) the error node:
+    ``sum over batch and positions of grad(metric) * (clean - patched)``, the first-order
+    Taylor estimate of ``metric(clean) - metric(patched)``. The patch is zero, or
+    ``means`` from ``node_means``. All SAEs are spliced at once; a node's gradient is its
+    total effect, through the later SAEs as well.
+    """
+    logits, records = _spliced_forward(model, saes, tokens)
+    leaves = [records[name][part] for name in saes for part in ("z", "error")]
+    grads = torch.autograd.grad(metric(logits), leaves)
+    out = {}
+    for i, name in enumerate(saes):
+        delta_z, delta_err = _patch_delta(records[name], None if means is None else means[name])
+        g_z, g_err = grads[2 * i], grads[2 * i + 1]
+        features = (g_z * delta_z).flatten(0, -2).sum(0)
+        error = (g_err * delta_err).sum().reshape(1)
+        out[name] = torch.cat([features, error]).detach()
+    return out
+
+
+def attribution_patching(
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    tokens: torch.Tensor,
+    metric: Metric,
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Estimated ``metric(clean) - metric(ablated)`` for every feature of one SAE: ``[d_sae]``.
+
+    Compare with ``ablation_effects`` on the same features: where the metric is close to
+    linear in the latents the two agree; where a feature is large or the model strongly
+    non-linear, the estimate drifts (Syed et al. 2023; Nanda 2023).
+    """
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"mode must be 'zero' or 'mean', not {mode!r}")
+    patch = None
+    if mode == "mean":
+        if means is None:
+            raise ValueError("mode='mean' needs means (see feature_means)")
+        patch = {hook_name: (means, torch.zeros(sae.cfg.d_in))}
+    return node_attributions(model, {hook_name: sae}, tokens, metric, patch)[hook_name][:-1]
+
+
+# --------------------------------------------------------------------------------------
+# Edges between two SAEs
+# --------------------------------------------------------------------------------------
+
+
+def edge_attributions(
+    model: TransformerBridge,
+    saes: dict[str, SAE],
+    tokens: torch.Tensor,
+    metric: Metric,
+    downstream: Iterable[int],
+    means: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """Edge weights from every upstream node to chosen downstream nodes: ``[n_down, d_sae_up + 1]``.
+
+    ``saes`` holds exactly two SAEs, upstream first. ``downstream`` lists downstream node
+    indices (``ERROR`` for the error node). The weight of ``u -> d`` is Marks et al.'s
+    ``grad_d(metric) . (d d / d u) . (u - u_patched)`` summed over batch and positions: the
+    part of u's effect on the metric that flows through d. One backward per downstream node.
+    When nothing bypasses the downstream hook (two residual-stream hooks), a row sum over
+    every downstream node gives back u's node attribution.
+    """
+    (up, down) = list(saes)
+    logits, records = _spliced_forward(model, saes, tokens)
+    rec_up, rec_down = records[up], records[down]
+    g_down_z, g_down_err = torch.autograd.grad(
+        metric(logits), [rec_down["z"], rec_down["error"]], retain_graph=True
+    )
+    delta_z, delta_err = _patch_delta(rec_up, None if means is None else means[up])
+    # The downstream nodes recomputed from the downstream input x, which depends on u.
+    x = rec_down["x"]
+    z = saes[down].encode(x)
+    error = x - saes[down].decode(z)
+    rows = []
+    for d in downstream:
+        # A scalar whose gradient w.r.t. u is grad_d(metric) . (d d / d u), summed over positions.
+        if d == ERROR:
+            target = (g_down_err * error).sum()
+        else:
+            target = (g_down_z[..., d] * z[..., d]).sum()
+        g_z, g_err = torch.autograd.grad(
+            target, [rec_up["z"], rec_up["error"]], retain_graph=True, allow_unused=True
+        )
+        g_z = torch.zeros_like(delta_z) if g_z is None else g_z
+        g_err = torch.zeros_like(delta_err) if g_err is None else g_err
+        features = (g_z * delta_z).flatten(0, -2).sum(0)
+        rows.append(torch.cat([features, (g_err * delta_err).sum().reshape(1)]))
+    return torch.stack(rows).detach()
+
+
+# --------------------------------------------------------------------------------------
+# A small circuit as plain data
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node: a feature of the SAE at ``hook``, or its error node (``feature == ERROR``)."""
+
+    hook: str
+    feature: int
+    importance: float = 0.0
+
+    @property
+    def is_error(self) -> bool:
+        return self.feature == ERROR
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.hook, self.feature)
+
+    @property
+    def label(self) -> str:
+        return "err" if self.is_error else f"f{self.feature}"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An edge from an upstream node to a downstream node (keys ``(hook, feature)``)."""
+
+    source: tuple[str, int]
+    target: tuple[str, int]
+    weight: float
+
+
+@dataclass
+class Circuit:
+    """Nodes per layer (upstream hook first) and the edges between them."""
+
+    hooks: tuple[str, str]
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+
+    def keys(self) -> set[tuple[str, int]]:
+        return {node.key for node in self.nodes}
+
+
+def _top_nodes(hook: str, scores: torch.Tensor, n: int) -> list[Node]:
+    """The ``n`` nodes with the largest |score| ([d_sae + 1], last entry the error node)."""
+    order = scores.abs().argsort(descending=True)[:n].tolist()
+    d_sae = scores.numel() - 1
+    return [Node(hook, ERROR if i == d_sae else i, float(scores[i])) for i in order]
+
+
+def build_circuit(
+    attributions: dict[str, torch.Tensor],
+    n_nodes: int,
+    edge_fn: Callable[[list[int]], torch.Tensor] | None = None,
+    edge_threshold: float = 0.0,
+    include_error: bool = True,
+) -> Circuit:
+    """Keep the ``n_nodes`` most important nodes per layer and the edges above a threshold.
+
+    ``attributions`` is ``node_attributions``'s output for two SAEs (upstream first).
+    ``edge_fn(downstream_indices) -> [n_down, d_sae_up + 1]`` computes edges, e.g.
+    ``lambda d: edge_attributions(model, saes, tokens, metric, d, means)``; an edge is kept
+    when ``|weight| >= edge_threshold`` and both its ends are kept. With
+    ``include_error=True`` each layer's error node is always a node of the graph, so the
+    picture shows how much the SAEs leave unexplained.
+    """
+    up, down = list(attributions)
+    layers = {}
+    for hook in (up, down):
+        scores = attributions[hook]
+        nodes = _top_nodes(hook, scores, n_nodes)
+        if include_error and all(not node.is_error for node in nodes):
+            nodes.append(Node(hook, ERROR, float(scores[-1])))
+        layers[hook] = nodes
+    circuit = Circuit((up, down), layers[up] + layers[down])
+    if edge_fn is None:
+        return circuit
+    d_sae_up = attributions[up].numel() - 1
+    down_features = [node.feature for node in layers[down]]
+    weights = edge_fn(down_features)
+    for row, d in zip(weights, down_features):
+        for node in layers[up]:
+            w = float(row[d_sae_up if node.is_error else node.feature])
+            if abs(w) >= edge_threshold:
+                circuit.edges.append(Edge(node.key, (down, d), w))
+    return circuit
+
+
+def plot_circuit(circuit: Circuit, ax: Axes | None = None) -> Axes:
+    """Draw the circuit: upstream nodes on the bottom row, downstream on top.
+
+    Node size follows |importance|; error nodes are grey squares; edges are blue when
+    they add to the metric and red when they reduce it, wider for larger |weight|.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    where = {}
+    for row, hook in enumerate(circuit.hooks):
+        nodes = [node for node in circuit.nodes if node.hook == hook]
+        for i, node in enumerate(nodes):
+            where[node.key] = ((i + 1) / (len(nodes) + 1), float(row))
+    biggest_edge = max((abs(e.weight) for e in circuit.edges), default=1.0) or 1.0
+    for edge in circuit.edges:
+        (x0, y0), (x1, y1) = where[edge.source], where[edge.target]
+        colour = "tab:blue" if edge.weight > 0 else "tab:red"
+        width = 0.5 + 4 * abs(edge.weight) / biggest_edge
+        ax.plot([x0, x1], [y0, y1], color=colour, lw=width, alpha=0.6, zorder=1)
+    biggest_node = max((abs(n.importance) for n in circuit.nodes), default=1.0) or 1.0
+    for node in circuit.nodes:
+        x, y = where[node.key]
+        size = 200 + 800 * abs(node.importance) / biggest_node
+        if node.is_error:
+            ax.scatter(x, y, s=size, marker="s", color="0.6", edgecolor="k", zorder=2)
+        else:
+            colour = "tab:blue" if node.importance > 0 else "tab:red"
+            ax.scatter(x, y, s=size, color=colour, edgecolor="k", zorder=2)
+        ax.annotate(node.label, (x, y), xytext=(0, 20), textcoords="offset points", ha="center")
+    for row, hook in enumerate(circuit.hooks):
+        ax.text(0.01, row - 0.35, hook, fontsize=9, color="0.3")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.5, 1.5)
+    ax.set_title("Feature circuit (blue: raises the metric, red: lowers it; squares: error nodes)")
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Faithfulness and completeness
+# --------------------------------------------------------------------------------------
+
+
+def _keep_only_hook(
+    sae: SAE,
+    keep: torch.Tensor,
+    keep_error: bool,
+    means: tuple[torch.Tensor, torch.Tensor] | None,
+) -> splice.Hook:
+    """Splice ``sae`` in with latents outside ``keep: [d_sae] bool`` (and maybe the error) patched."""
+    mean_z, mean_err = (None, None) if means is None else means
+
+    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        x = act[:, 1:].to(sae.W_enc.dtype)
+        z = sae.encode(x)
+        error = x - sae.decode(z)
+        patch_z = torch.zeros_like(z) if mean_z is None else mean_z.to(z).expand_as(z)
+        z = torch.where(keep.to(z.device), z, patch_z)
+        if not keep_error:
+            error = (
+                torch.zeros_like(error) if mean_err is None else mean_err.to(error).expand_as(error)
+            )
+        out = act.clone()
+        out[:, 1:] = (sae.decode(z) + error).to(act.dtype)
+        return out
+
+    return hook
+
+
+def _metric_keeping(model, saes, tokens, metric, kept: set[tuple[str, int]], means) -> float:
+    """The metric when every node outside ``kept`` is patched (all SAEs spliced at once)."""
+    hooks = []
+    for name, sae in saes.items():
+        keep = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+        keep[[f for (h, f) in kept if h == name and f != ERROR]] = True
+        node_means_ = None if means is None else means[name]
+        hooks.append((name, _keep_only_hook(sae, keep, (name, ERROR) in kept, node_means_)))
+    return _metric_with(model, tokens, metric, hooks)
+
+
+def faithfulness(
+    model: TransformerBridge,
+    saes: dict[str, SAE],
+    tokens: torch.Tensor,
+    metric: Metric,
+    circuit: Iterable[tuple[str, int]],
+    means: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> dict[str, float]:
+    """Faithfulness and completeness of ``circuit`` (a set of node keys ``(hook, feature)``).
+
+    With every node outside C patched (mean-ablated when ``means`` is given, else zeroed),
+    the metric is m(C); m(∅) patches every node, error nodes included, and m(M) is the
+    full model. Faithfulness ``(m(C) - m(∅)) / (m(M) - m(∅))`` is 1 when the circuit alone
+    does what the model does and 0 when it does no more than nothing (Marks et al. 2024).
+    An error node counts as a node: put ``(hook, ERROR)`` in C to keep that SAE's error
+    term, leave it out to patch it too. Completeness patches C alone and keeps the rest:
+    ``(m(M \\ C) - m(∅)) / (m(M) - m(∅))`` near 0 means nothing outside C does the job.
+    """
+    circuit = set(circuit)
+    everything = {(name, f) for name, sae in saes.items() for f in [*range(sae.cfg.d_sae), ERROR]}
+    m_full = _metric_with(model, tokens, metric, [])
+    m_empty = _metric_keeping(model, saes, tokens, metric, set(), means)
+    m_circuit = _metric_keeping(model, saes, tokens, metric, circuit, means)
+    m_rest = _metric_keeping(model, saes, tokens, metric, everything - circuit, means)
+    scale = m_full - m_empty
+    return {
+        "m_full": m_full,
+        "m_empty": m_empty,
+        "m_circuit": m_circuit,
+        "m_without_circuit": m_rest,
+        "faithfulness": (m_circuit - m_empty) / scale,
+        "completeness": (m_rest - m_empty) / scale,
+    }

@@ -1,0 +1,270 @@
+"""Steering: add ``alpha * d`` to the activation at one hook point, and sweep ``alpha``.
+
+If a feature's decoder direction ``d`` (a row of ``W_dec``) really carries a concept,
+pushing the activation along it should push the model's behaviour towards that concept,
+and more so as ``alpha`` grows. A sweep over ``alpha`` measures that dose-response curve.
+
+Why controls matter
+-------------------
+A large enough push along *any* direction breaks a small model, and a broken model can
+move a metric too (it stops refusing, or refuses everything, or emits noise). So a
+curve that rises with ``alpha`` shows little on its own. Each row of a sweep therefore
+also records:
+
+* the same target metric steered along a **control direction** of the same norm (a
+  random direction, or an unrelated feature's): if it moves the target as much, the
+  effect is not specific to ``d``;
+* **negative-control metrics**: behaviour that should not change (refusals on
+  unrelated prompts); if they move, ``d`` is not specific to the target behaviour;
+* a **side effect**: KL(unsteered || steered) of the next-token distributions on
+  unrelated text, which says how much of the model's ordinary behaviour was damaged.
+
+Positions and generation
+------------------------
+``model.generate`` keeps a KV cache: its first forward pass sees the whole prompt
+``[batch, pos, d]``, each later one only the newest token ``[batch, 1, d]``. The hook
+follows one rule that gives the same result with and without the cache:
+
+* a call that sees several positions is a full pass from position 0;
+* a call that sees one position is a cached generation step (the newest token).
+
+``positions=None`` steers every position except 0 (BOS, which the course's SAEs never
+train on, as in ``labhelpers.splice``), and every generated token. Chosen ``positions``
+are absolute positions in the prompt (no left padding): they are steered in the full
+pass only; the cache keeps their steered keys and values for the tokens generated after.
+
+(The rule is exact when the cache is. In transformer-lens 3.9.0 the bridge's cached steps
+are not: a new token attends to itself alone. ``generate(..., use_past_kv_cache=False)``
+recomputes every pass in full and matches ``model(tokens)``; the tests compare with it.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from labhelpers import models, plotting, splice
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from transformer_lens.model_bridge import TransformerBridge
+
+Hook = Callable[..., torch.Tensor]
+Positions = slice | Sequence[int] | None
+Metric = Callable[["TransformerBridge"], float]
+
+# Row keys every sweep writes; control metrics take the names the caller gives them.
+RESERVED_KEYS = ("alpha", "target", "control_direction", "kl", "generations")
+
+
+def steering_hook(direction: torch.Tensor, alpha: float, positions: Positions = None) -> Hook:
+    """A forward hook returning ``act + alpha * direction`` at the chosen positions.
+
+    ``direction``: ``[d]``, where ``act`` is ``[batch, pos, d]``. ``positions``: None (all
+    but position 0, and every generated token) or absolute prompt positions, a slice or
+    a list of ints (see the module docstring for how this meets the KV cache).
+    """
+    _check_positions(positions)
+    direction = direction.detach()  # steering is inference: no gradient into W_dec
+
+    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        if act.shape[1] == 1:  # a cached generation step: the newest token alone
+            where = slice(None) if positions is None else slice(0, 0)
+        else:
+            where = slice(1, None) if positions is None else positions
+        out = act.clone()
+        out[:, where] += alpha * direction.to(act.device, act.dtype)
+        return out
+
+    return hook
+
+
+def _check_positions(positions: Positions) -> None:
+    """Refuse negative positions: without a KV cache the sequence grows, so they would move."""
+    if isinstance(positions, slice):
+        ends = [positions.start, positions.stop]
+    else:
+        ends = list(positions or [])
+    if any(end is not None and end < 0 for end in ends):
+        raise ValueError(
+            f"positions must be absolute (non-negative) prompt positions, got {positions}"
+        )
+
+
+@contextlib.contextmanager
+def steered(
+    model: TransformerBridge,
+    hook_name: str,
+    direction: torch.Tensor,
+    alpha: float,
+    positions: Positions = None,
+) -> Iterator[TransformerBridge]:
+    """Steer every forward pass inside the block (``model(...)``, ``generate``, ...).
+
+    The hook is removed on exit, also when the block raises.
+    """
+    models.check_hook_name(model, hook_name)
+    hook = steering_hook(direction, alpha, positions)
+    with model.hooks(fwd_hooks=[(hook_name, hook)]):
+        yield model
+
+
+def random_control(direction: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A random direction with the same shape and norm as ``direction``, the same for the same ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.randn(direction.shape, generator=gen, dtype=torch.float64)
+    noise = noise * (direction.double().norm() / noise.norm())
+    return noise.to(direction.device, direction.dtype)
+
+
+def equal_norm(direction: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``other`` rescaled to the norm of ``direction`` (an unrelated feature as a control)."""
+    return other * (direction.norm() / other.norm())
+
+
+def refusal_rate(
+    model: TransformerBridge,
+    prompts: Sequence[Any],
+    is_refusal: Callable[[str], bool],
+    max_new_tokens: int = models.REFUSAL_MAX_NEW_TOKENS,
+) -> float:
+    """Share of ``prompts`` (``corpus.ChatPrompt``) whose greedy completion ``is_refusal`` flags."""
+    rates = models.refusal_rates(model, prompts, is_refusal, max_new_tokens)
+    counts: dict[str, int] = {}
+    for chat in prompts:
+        counts[chat.kind] = counts.get(chat.kind, 0) + 1
+    return sum(rates[kind] * n for kind, n in counts.items()) / len(prompts)
+
+
+@torch.no_grad()
+def logit_difference(
+    model: TransformerBridge, prompts: Sequence[str], good: int | str, bad: int | str
+) -> float:
+    """Mean over ``prompts`` of logit(good) - logit(bad) for the next token.
+
+    ``good`` and ``bad`` are token ids or strings of one token each (e.g. ``" I"``).
+    """
+    ids = [t if isinstance(t, int) else model.to_single_token(t) for t in (good, bad)]
+    diffs = [model(model.to_tokens(p))[0, -1, ids] for p in prompts]
+    return float(torch.stack([d[0] - d[1] for d in diffs]).mean())
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation: Pearson correlation of the ranks, ties given their mean rank.
+
+    NaN when either input is constant (a flat curve has no trend to correlate).
+    """
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=float)
+    for value in np.unique(values):  # ties share the mean of their ranks
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def sweep(
+    model: TransformerBridge,
+    hook_name: str,
+    direction: torch.Tensor,
+    alphas: Sequence[float],
+    target_fn: Metric,
+    control_fns: Mapping[str, Metric] | None = None,
+    side_effect_tokens: torch.Tensor | None = None,
+    control_direction: torch.Tensor | None = None,
+    generation_prompts: Sequence[str] = (),
+    positions: Positions = None,
+    max_new_tokens: int = 20,
+) -> list[dict[str, Any]]:
+    """Steer with ``alpha * direction`` for each alpha and measure; one row (a dict) per alpha.
+
+    A row holds ``alpha``; ``target`` (``target_fn(model)``, steered); one entry per
+    ``control_fns`` name (steered); ``control_direction`` (``target_fn`` steered along
+    ``control_direction``, rescaled to the norm of ``direction``); ``kl``, the mean
+    KL(unsteered || steered) on ``side_effect_tokens`` ``[batch, pos]``; and
+    ``generations``, the steered greedy completions of ``generation_prompts``.
+    Entries whose inputs were not given are None.
+    """
+    control_fns = dict(control_fns or {})
+    clash = set(control_fns) & set(RESERVED_KEYS)
+    if clash:
+        raise ValueError(f"control metric names {sorted(clash)} clash with the sweep's own keys")
+    if control_direction is not None:
+        control_direction = equal_norm(direction, control_direction)
+    clean = None
+    if side_effect_tokens is not None:
+        clean = splice.logits_with(model, side_effect_tokens, hook_name, None)
+
+    rows = []
+    for alpha in alphas:
+        row: dict[str, Any] = {"alpha": float(alpha)}
+        with steered(model, hook_name, direction, alpha, positions):
+            row["target"] = float(target_fn(model))
+            for name, fn in control_fns.items():
+                row[name] = float(fn(model))
+            row["generations"] = [
+                models.greedy_completion(model, p, max_new_tokens) for p in generation_prompts
+            ]
+        row["control_direction"] = None
+        if control_direction is not None:
+            with steered(model, hook_name, control_direction, alpha, positions):
+                row["control_direction"] = float(target_fn(model))
+        row["kl"] = None
+        if clean is not None:
+            hook = steering_hook(direction, alpha, positions)
+            other = splice.logits_with(model, side_effect_tokens, hook_name, hook)
+            row["kl"] = float(splice.kl_divergence(clean, other))
+        rows.append(row)
+    return rows
+
+
+def _metric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The numeric columns present in the rows, in a fixed order: target, controls, kl."""
+    controls = [k for k in rows[0] if k not in RESERVED_KEYS]
+    keys = ["target", "control_direction", *controls, "kl"]
+    return [k for k in keys if rows[0].get(k) is not None]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
+    """The sweep's numbers as a fixed-width text table, one line per alpha."""
+    keys = ["alpha", *_metric_keys(rows)]
+    width = max(10, *(len(k) + 2 for k in keys))
+    lines = ["".join(k.rjust(width) for k in keys)]
+    for row in rows:
+        lines.append("".join(f"{row[k]:{width}.{digits}f}" for k in keys))
+    return "\n".join(lines)
+
+
+def plot_sweep(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: str = "") -> Axes:
+    """Target and control metrics against alpha (KL, on another scale, on a right-hand axis)."""
+    alphas = [row["alpha"] for row in rows]
+    keys = [k for k in _metric_keys(rows) if k != "kl"]
+    labels = {
+        "target": "target (steered along d)",
+        "control_direction": "target (control direction)",
+    }
+    series = {labels.get(k, k): [row[k] for row in rows] for k in keys}
+    ax = plotting.sweep(alphas, series, "alpha", "metric", ax=ax, title=title)
+    handles, names = ax.get_legend_handles_labels()
+    if rows[0].get("kl") is not None:
+        right = ax.twinx()
+        (kl_line,) = right.plot(alphas, [row["kl"] for row in rows], "k--")
+        right.set_ylabel("KL(unsteered || steered), dashed")
+        handles, names = [*handles, kl_line], [*names, "KL on unrelated text"]
+    # one legend under the axes, so it never hides a curve
+    ax.legend(
+        handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False
+    )
+    return ax

@@ -1,0 +1,221 @@
+"""Ablation, attribution patching, edges and faithfulness on the tiny model with random SAEs."""
+
+import matplotlib
+import pytest
+import torch
+
+from labhelpers import circuits, splice
+from labhelpers.sae import ReLUSAE, SAEConfig, TopKSAE
+
+matplotlib.use("Agg")
+
+UP, DOWN = "blocks.1.hook_resid_pre", "blocks.3.hook_resid_pre"
+LINEAR = "unembed.hook_in"  # after the final layer norm: the logits are linear in it
+A, B = 5, 7  # two arbitrary vocabulary tokens for the logit difference
+
+
+def metric(logits):
+    return circuits.logit_diff(logits, A, B)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The model is tiny: on a busy 2-core machine a second thread costs far more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return tiny_model
+
+
+@pytest.fixture(scope="module")
+def tokens(model):
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, model.cfg.d_vocab, (3, 10), generator=gen)
+    tokens[:, 0] = model.tokenizer.bos_token_id
+    return tokens
+
+
+def relu_sae(model, seed):
+    """A random ReLU SAE whose latents fire on real activations (smooth gradients)."""
+    d_model = model.cfg.d_model
+    sae = ReLUSAE(SAEConfig(d_in=d_model, d_sae=2 * d_model, seed=seed))
+    with torch.no_grad():
+        sae.W_dec.mul_(10)  # unit-norm rows: reconstructions on the activations' scale
+    return sae
+
+
+@pytest.fixture(scope="module")
+def saes(model):
+    return {UP: relu_sae(model, 1), DOWN: relu_sae(model, 2)}
+
+
+def test_logit_diff_reads_each_rows_position():
+    logits = torch.zeros(2, 4, 10)
+    logits[0, 3, A], logits[1, 1, B] = 2.0, 1.0
+    assert circuits.logit_diff(logits, A, B) == pytest.approx(1.0)  # (2 + 0) / 2
+    assert circuits.logit_diff(logits, A, B, torch.tensor([3, 1])) == pytest.approx(0.5)
+
+
+def test_tokenize_prompts_pads_on_the_right_and_finds_each_last_token(model):
+    tokens, last, mask = circuits.tokenize_prompts(model, ["User: hi\nAssistant:", "a"])
+    alone = model.to_tokens("a")[0]
+    assert last.tolist() == [tokens.shape[1] - 1, len(alone) - 1]
+    assert tokens[1, : len(alone)].tolist() == alone.tolist()
+    assert mask.sum(1).tolist() == (last + 1).tolist()
+    with torch.no_grad():
+        padded, single = model(tokens)[1, last[1]], model(alone[None])[0, -1]
+    torch.testing.assert_close(padded, single, atol=1e-4, rtol=1e-4)
+
+
+def test_ablating_nothing_with_the_error_term_reproduces_the_clean_logits(model, saes, tokens):
+    sae = saes[UP]
+    clean = splice.logits_with(model, tokens, UP, None)
+    hook = splice.sae_hook(sae, edit=circuits.ablate_features(sae, []), keep_error=True)
+    torch.testing.assert_close(
+        splice.logits_with(model, tokens, UP, hook), clean, atol=1e-4, rtol=1e-4
+    )
+
+
+def test_zero_ablation_changes_only_through_active_features(model, tokens):
+    d_model = model.cfg.d_model
+    sae = TopKSAE(SAEConfig(d_in=d_model, d_sae=8 * d_model, k=4))
+    z = sae.encode(model.run_with_cache(tokens, names_filter=[UP])[1][UP][:, 1:])
+    active = z.abs().sum((0, 1)) > 0
+    inactive = torch.nonzero(~active)[:3, 0]
+    strongest = z.abs().sum((0, 1)).argmax().reshape(1)
+    effects = circuits.ablation_effects(model, sae, UP, tokens, metric, inactive)
+    torch.testing.assert_close(effects, torch.zeros(3), atol=1e-5, rtol=0)
+    assert circuits.ablation_effects(model, sae, UP, tokens, metric, strongest).abs() > 1e-4
+
+
+def test_ablating_several_features_per_pass_gives_the_one_at_a_time_effects(model, saes, tokens):
+    sae, features = saes[UP], [3, 0, 7, 5, 1]
+    one = circuits.ablation_effects(model, sae, UP, tokens, metric, features, features_per_pass=1)
+    two = circuits.ablation_effects(model, sae, UP, tokens, metric, features, features_per_pass=2)
+    assert one.abs().max() > 1e-4
+    torch.testing.assert_close(two, one, atol=1e-5, rtol=1e-4)
+
+
+def test_mean_ablation_writes_the_mean_into_the_chosen_features():
+    sae = ReLUSAE(SAEConfig(d_in=4, d_sae=6))
+    means = torch.arange(6.0)
+    z = torch.ones(2, 3, 6)
+    out = circuits.ablate_features(sae, [1, 4], "mean", means)(z.clone())
+    assert out[..., 1].eq(1.0).all() and out[..., 4].eq(4.0).all()
+    assert out[..., [0, 2, 3, 5]].eq(1.0).all()
+    with pytest.raises(ValueError):
+        circuits.ablate_features(sae, [1], "mean")
+
+
+def test_feature_means_leave_out_bos_and_padding(model, saes, tokens):
+    sae = saes[UP]
+    x = model.run_with_cache(tokens, names_filter=[UP])[1][UP]
+    mask = torch.ones(tokens.shape, dtype=torch.bool)
+    mask[0, 5:] = False
+    expected = torch.cat([sae.encode(x[0, 1:5]), sae.encode(x[1:, 1:].flatten(0, 1))]).mean(0)
+    got = circuits.feature_means(model, sae, UP, tokens, mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_attribution_patching_is_exact_when_the_metric_is_linear_in_the_latents(
+    model, tokens, mode
+):
+    sae = relu_sae(model, 3)
+    means = circuits.feature_means(model, sae, LINEAR, tokens) if mode == "mean" else None
+    estimate = circuits.attribution_patching(model, sae, LINEAR, tokens, metric, mode, means)
+    top = estimate.abs().argsort(descending=True)[:8]
+    exact = circuits.ablation_effects(model, sae, LINEAR, tokens, metric, top, mode, means)
+    assert exact.abs().max() > 1e-3  # the case is not trivially zero
+    torch.testing.assert_close(estimate[top], exact, atol=2e-4, rtol=1e-3)
+
+
+def test_attribution_patching_matches_finite_differences(model, saes, tokens):
+    """Scaling latent f by (1 - eps) moves the metric by about eps * attribution_f."""
+    sae, eps = saes[UP], 1e-2
+    estimate = circuits.attribution_patching(model, sae, UP, tokens, metric)
+    clean = circuits._metric_with(model, tokens, metric, [])
+    for f in estimate.abs().argsort(descending=True)[:3].tolist():
+
+        def shrink(z, f=f):
+            z[..., f] = z[..., f] * (1 - eps)
+            return z
+
+        hook = splice.sae_hook(sae, edit=shrink, keep_error=True)
+        moved = clean - circuits._metric_with(model, tokens, metric, [(UP, hook)])
+        assert moved / eps == pytest.approx(float(estimate[f]), rel=0.05)
+
+
+def test_attribution_patching_approximates_real_ablation_through_later_layers(model, saes, tokens):
+    sae = saes[UP]
+    estimate = circuits.attribution_patching(model, sae, UP, tokens, metric)
+    top = estimate.abs().argsort(descending=True)[:20]
+    exact = circuits.ablation_effects(model, sae, UP, tokens, metric, top)
+    r = torch.corrcoef(torch.stack([estimate[top], exact]))[0, 1]
+    assert r > 0.8, f"Pearson {float(r):.3f}"
+
+
+def test_edges_have_one_row_per_downstream_node_and_sum_to_node_attributions(model, saes, tokens):
+    small = ReLUSAE(SAEConfig(d_in=model.cfg.d_model, d_sae=32, seed=5))  # 33 backwards
+    saes = {UP: saes[UP], DOWN: small}
+    attributions = circuits.node_attributions(model, saes, tokens, metric)
+    d_sae = saes[UP].cfg.d_sae
+    assert attributions[UP].shape == (d_sae + 1,) and attributions[DOWN].shape == (33,)
+    every_down = [*range(32), circuits.ERROR]
+    edges = circuits.edge_attributions(model, saes, tokens, metric, every_down)
+    assert edges.shape == (33, d_sae + 1)
+    # Everything from blocks.1 to the logits passes blocks.3's residual stream, so the
+    # flows through all downstream nodes (error node included) add up to each node's effect.
+    torch.testing.assert_close(edges.sum(0), attributions[UP], atol=1e-5, rtol=1e-4)
+
+
+def test_build_circuit_keeps_error_nodes_and_thresholds_edges(model, saes, tokens):
+    attributions = circuits.node_attributions(model, saes, tokens, metric)
+
+    def edge_fn(down):
+        return circuits.edge_attributions(model, saes, tokens, metric, down)
+
+    full = circuits.build_circuit(attributions, 3, edge_fn, edge_threshold=0.0)
+    for hook in (UP, DOWN):
+        layer = [node for node in full.nodes if node.hook == hook]
+        assert len(layer) in (3, 4) and any(node.is_error for node in layer)
+    assert len(full.edges) == sum(n.hook == UP for n in full.nodes) * sum(
+        n.hook == DOWN for n in full.nodes
+    )
+    middle = sorted(abs(e.weight) for e in full.edges)[len(full.edges) // 2]
+    pruned = circuits.build_circuit(attributions, 3, edge_fn, edge_threshold=middle)
+    assert 0 < len(pruned.edges) < len(full.edges)
+    assert all(abs(e.weight) >= middle for e in pruned.edges)
+    ax = circuits.plot_circuit(pruned)
+    assert len(ax.collections) == len(pruned.nodes)  # one marker per node
+    matplotlib.pyplot.close("all")
+
+
+def test_faithfulness_of_the_full_and_the_empty_circuit(model, saes, tokens):
+    means = circuits.node_means(model, saes, tokens)
+    everything = {(h, f) for h, sae in saes.items() for f in [*range(sae.cfg.d_sae), -1]}
+    full = circuits.faithfulness(model, saes, tokens, metric, everything, means)
+    empty = circuits.faithfulness(model, saes, tokens, metric, set(), means)
+    assert abs(full["m_full"] - full["m_empty"]) > 1e-3  # ablating everything matters here
+    assert full["faithfulness"] == pytest.approx(1.0, abs=1e-3)
+    assert full["completeness"] == pytest.approx(0.0, abs=1e-6)
+    assert empty["faithfulness"] == pytest.approx(0.0, abs=1e-6)
+    assert empty["completeness"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_faithfulness_of_one_feature_on_a_linear_toy(model, tokens):
+    """With the metric linear in the nodes, F({f}) is f's share of the summed node effects."""
+    saes = {LINEAR: relu_sae(model, 4)}
+    means = circuits.node_means(model, saes, tokens)
+    attributions = circuits.node_attributions(model, saes, tokens, metric, means)[LINEAR]
+    f = int(attributions[:-1].abs().argmax())
+    result = circuits.faithfulness(model, saes, tokens, metric, {(LINEAR, f)}, means)
+    share = float(attributions[f] / attributions.sum())
+    assert abs(share) > 0.01
+    assert result["faithfulness"] == pytest.approx(share, rel=1e-3, abs=1e-4)
+    assert result["completeness"] == pytest.approx(1 - share, rel=1e-3, abs=1e-4)

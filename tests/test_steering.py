@@ -1,0 +1,247 @@
+"""Steering hooks on the tiny model: the push lands exactly where asked, and nowhere else."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+from labhelpers import corpus, models, splice, steering
+
+HOOK = "blocks.1.hook_resid_pre"
+EARLIER = "blocks.0.hook_resid_pre"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model):
+    torch.manual_seed(0)
+    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (2, 10))
+    tokens[:, 0] = tiny_model.tokenizer.bos_token_id
+    direction = torch.randn(tiny_model.cfg.d_model)
+    return tokens, direction
+
+
+def record(model, tokens, fwd_hooks, names):
+    """Activations at ``names`` as seen *after* ``fwd_hooks`` ran there."""
+    seen = {}
+
+    def keep(act, hook, name):
+        seen[name] = act.detach().clone()
+
+    recorders = [(n, lambda act, hook, n=n: keep(act, hook, n)) for n in names]
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=[*fwd_hooks, *recorders])
+    return seen
+
+
+def greedy(model, tokens, n, cache=True):
+    with torch.no_grad():
+        out = model.generate(
+            tokens,
+            max_new_tokens=n,
+            do_sample=False,
+            stop_at_eos=False,
+            verbose=False,
+            return_type="tokens",
+            use_past_kv_cache=cache,
+        )
+    return out[0, tokens.shape[1] :].tolist()
+
+
+def test_alpha_zero_is_the_identity(tiny_model, setup):
+    tokens, direction = setup
+    clean = splice.logits_with(tiny_model, tokens, HOOK, None)
+    steered = splice.logits_with(tiny_model, tokens, HOOK, steering.steering_hook(direction, 0.0))
+    assert torch.equal(steered, clean)
+    with steering.steered(tiny_model, HOOK, direction, 0.0):
+        assert torch.equal(tiny_model(tokens), clean)
+
+
+@pytest.mark.parametrize(
+    "positions, expected",
+    [(None, list(range(1, 10))), ([2, 5], [2, 5]), (slice(3, 6), [3, 4, 5])],
+)
+def test_the_change_lands_only_at_the_chosen_positions(tiny_model, setup, positions, expected):
+    tokens, direction = setup
+    alpha = 3.0
+    hook = steering.steering_hook(direction, alpha, positions)
+    clean = record(tiny_model, tokens, [], [HOOK, EARLIER])
+    steered = record(tiny_model, tokens, [(HOOK, hook)], [HOOK, EARLIER])
+    diff = steered[HOOK] - clean[HOOK]
+    others = [p for p in range(tokens.shape[1]) if p not in expected]
+    torch.testing.assert_close(
+        diff[:, expected], (alpha * direction).expand(2, len(expected), -1), atol=1e-5, rtol=0
+    )
+    assert torch.equal(diff[:, others], torch.zeros_like(diff[:, others]))
+    assert torch.equal(steered[EARLIER], clean[EARLIER])  # layers before the hook see nothing
+
+
+def test_the_steered_model_differs_after_the_hook(tiny_model, setup):
+    tokens, direction = setup
+    clean = splice.logits_with(tiny_model, tokens, HOOK, None)
+    steered = splice.logits_with(
+        tiny_model, tokens, HOOK, steering.steering_hook(direction, 5.0, [4])
+    )
+    torch.testing.assert_close(steered[:, :4], clean[:, :4])  # causal: earlier tokens untouched
+    assert not torch.allclose(steered[:, 4:], clean[:, 4:], atol=1e-3)
+
+
+def test_negative_positions_are_refused(setup):
+    _, direction = setup
+    with pytest.raises(ValueError, match="non-negative"):
+        steering.steering_hook(direction, 1.0, [-1])
+    with pytest.raises(ValueError, match="non-negative"):
+        steering.steering_hook(direction, 1.0, slice(-3, None))
+
+
+def test_the_context_manager_steers_inside_and_cleans_up_after(tiny_model, setup):
+    tokens, direction = setup
+    clean = splice.logits_with(tiny_model, tokens, HOOK, None)
+    expected = splice.logits_with(tiny_model, tokens, HOOK, steering.steering_hook(direction, 4.0))
+    with torch.no_grad(), steering.steered(tiny_model, HOOK, direction, 4.0):
+        inside = tiny_model(tokens)
+    torch.testing.assert_close(inside, expected)
+    assert not torch.allclose(inside, clean, atol=1e-3)
+    assert torch.equal(splice.logits_with(tiny_model, tokens, HOOK, None), clean)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with steering.steered(tiny_model, HOOK, direction, 4.0):
+            raise RuntimeError("boom")
+    assert torch.equal(splice.logits_with(tiny_model, tokens, HOOK, None), clean)
+
+
+def test_an_unknown_hook_name_is_named(tiny_model, setup):
+    _, direction = setup
+    with pytest.raises(KeyError, match="no hook point"):
+        with steering.steered(tiny_model, "blocks.1.hook_resid_pree", direction, 1.0):
+            pass
+
+
+def test_a_single_position_call_is_a_generation_step(setup):
+    """With a KV cache each new token arrives alone: steered for positions=None, not for prompt positions."""
+    _, direction = setup
+    act = torch.zeros(2, 1, direction.numel())
+    torch.testing.assert_close(
+        steering.steering_hook(direction, 2.0)(act)[:, 0], 2.0 * direction.expand(2, -1)
+    )
+    assert torch.equal(steering.steering_hook(direction, 2.0, [0, 3])(act), act)
+    assert torch.equal(steering.steering_hook(direction, 2.0, slice(0, None))(act), act)
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_steering_applies_during_generation(tiny_model, cache):
+    """A huge push along a token's unembedding direction at the last layer makes greedy decoding emit it."""
+    last = f"blocks.{tiny_model.cfg.n_layers - 1}.hook_resid_post"
+    prompt = tiny_model.to_tokens("User: How do I count the lines in a file?\nAssistant:")
+    clean = greedy(tiny_model, prompt, 4, cache)
+    token = next(t for t in range(1, tiny_model.cfg.d_vocab) if t not in clean)
+    direction = tiny_model.W_U[:, token].detach()
+    with steering.steered(tiny_model, last, direction, 1000.0):
+        assert greedy(tiny_model, prompt, 4, cache) == [token] * 4
+    with steering.steered(tiny_model, last, direction, 1000.0, positions=[prompt.shape[1] - 1]):
+        at_last = greedy(tiny_model, prompt, 4, cache)
+    assert at_last[0] == token
+    assert greedy(tiny_model, prompt, 4, cache) == clean  # the hook is gone afterwards
+    if not cache:  # only the last prompt position was pushed: the rest is the clean continuation
+        with_token = torch.cat([prompt, torch.tensor([[token]])], dim=1)
+        assert at_last[1:] == greedy(tiny_model, with_token, 3, cache)
+
+
+def test_random_control_has_the_norm_and_is_seeded(setup):
+    _, direction = setup
+    control = steering.random_control(direction, seed=1)
+    assert control.shape == direction.shape and control.dtype == direction.dtype
+    assert math.isclose(float(control.norm()), float(direction.norm()), rel_tol=1e-5)
+    assert torch.equal(control, steering.random_control(direction, seed=1))
+    assert not torch.allclose(control, steering.random_control(direction, seed=2))
+    assert abs(torch.cosine_similarity(control, direction, dim=0)) < 0.9
+
+
+def test_equal_norm_rescales_without_turning(setup):
+    _, direction = setup
+    other = torch.arange(1.0, direction.numel() + 1)
+    scaled = steering.equal_norm(direction, other)
+    assert math.isclose(float(scaled.norm()), float(direction.norm()), rel_tol=1e-5)
+    assert math.isclose(float(torch.cosine_similarity(scaled, other, dim=0)), 1.0, rel_tol=1e-6)
+
+
+def test_spearman_on_known_cases():
+    # y's ranks are 1, 2, 3.5, 5, 3.5 (the two 7s share 3.5); by hand, the rank deviations
+    # are x: -2 -1 0 1 2 and y: -2 -1 0.5 2 0.5, so r = 8 / sqrt(10 * 9.5) (scipy agrees)
+    assert math.isclose(steering.spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]), 8 / math.sqrt(95))
+    assert steering.spearman([0.1, 2, 30], [1, 8, 27]) == pytest.approx(1.0)
+    assert steering.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(steering.spearman([1, 2, 3], [4, 4, 4]))
+
+
+def test_logit_difference_reads_the_last_position(tiny_model):
+    prompt = "The weather today is"
+    with torch.no_grad():
+        logits = tiny_model(tiny_model.to_tokens(prompt))[0, -1]
+    expected = float(logits[7] - logits[3])
+    assert steering.logit_difference(tiny_model, [prompt], 7, 3) == pytest.approx(
+        expected, abs=1e-5
+    )
+    single = tiny_model.tokenizer.decode([7])
+    if tiny_model.to_tokens(single, prepend_bos=False).tolist() == [[7]]:  # strings work too
+        assert steering.logit_difference(tiny_model, [prompt], single, 3) == pytest.approx(
+            expected, abs=1e-5
+        )
+
+
+def test_refusal_rate_pools_the_kinds(tiny_model):
+    prompts = corpus.chat_prompts("val", 2)[:5]  # unequal kinds: 2, 2 and 1
+
+    def rule(completion):
+        return len(completion) % 2 == 0
+
+    flags = [rule(models.greedy_completion(tiny_model, p.prompt)) for p in prompts]
+    assert steering.refusal_rate(tiny_model, prompts, rule) == pytest.approx(np.mean(flags))
+
+
+def test_sweep_rows_table_and_plot(tiny_model, setup):
+    tokens, direction = setup
+    prompts = ["User: How do I list files?\nAssistant:", "The weather today is"]
+
+    def target(model):
+        return steering.logit_difference(model, prompts, 10, 11)
+
+    def unrelated(model):
+        return steering.logit_difference(model, prompts[1:], 12, 13)
+
+    alphas = [-4.0, 0.0, 4.0]
+    rows = steering.sweep(
+        tiny_model,
+        HOOK,
+        direction,
+        alphas,
+        target,
+        control_fns={"unrelated": unrelated},
+        side_effect_tokens=tokens,
+        control_direction=steering.random_control(direction, seed=0),
+        generation_prompts=prompts[:1],
+        max_new_tokens=3,
+    )
+    assert [row["alpha"] for row in rows] == alphas
+    expected_keys = {"alpha", "target", "unrelated", "control_direction", "kl", "generations"}
+    assert all(set(row) == expected_keys for row in rows)
+    zero = rows[1]
+    assert abs(zero["kl"]) < 1e-6 and rows[0]["kl"] > 1e-4 and rows[2]["kl"] > 1e-4
+    assert zero["target"] == pytest.approx(target(tiny_model), abs=1e-5)
+    assert zero["control_direction"] == pytest.approx(zero["target"], abs=1e-5)
+    assert zero["generations"] == [models.greedy_completion(tiny_model, prompts[0], 3)]
+    assert rows[0]["target"] != pytest.approx(rows[2]["target"])
+
+    table = steering.format_table(rows).splitlines()
+    assert len(table) == 1 + len(alphas) and "control_direction" in table[0]
+    ax = steering.plot_sweep(rows)
+    assert len(ax.get_lines()) == 3  # target, control direction, unrelated
+    plt.close("all")
+
+    with pytest.raises(ValueError, match="clash"):
+        steering.sweep(tiny_model, HOOK, direction, [0.0], target, control_fns={"kl": target})
