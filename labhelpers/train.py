@@ -23,9 +23,13 @@ input scale, data position, history, configs). No pickles.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import signal
+import threading
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -101,6 +105,27 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0  # the resampling RNG
     progress: bool = True
+    checkpoint_dir: str | None = None  # where run() saves the full state (None: nowhere)
+    checkpoint_every: int = 0  # save every N steps (0: only when interrupted)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Turn Ctrl-C (or Jupyter's "interrupt kernel") into a flag checked between steps, so
+    that a step is never cut in half and the state saved afterwards is consistent."""
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: flag["set"]
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: flag["set"]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Trainer:
@@ -218,14 +243,31 @@ class Trainer:
         bar = tqdm(
             total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, leave=False
         )
-        while self.step < until:
-            x = self.source.next_batch(self.cfg.batch_size).to(self.sae.W_enc) * self.input_scale
-            row = self.train_step(x)
-            bar.update(1)
-            if row is not None:
-                bar.set_postfix(l0=f"{row['l0']:.1f}", fvu=f"{row['fvu']:.3f}")
+        with _deferred_interrupt() as interrupted:
+            while self.step < until:
+                x = (
+                    self.source.next_batch(self.cfg.batch_size).to(self.sae.W_enc)
+                    * self.input_scale
+                )
+                row = self.train_step(x)
+                bar.update(1)
+                if row is not None:
+                    bar.set_postfix(l0=f"{row['l0']:.1f}", fvu=f"{row['fvu']:.3f}")
+                every = self.cfg.checkpoint_every
+                if self.cfg.checkpoint_dir and every and self.step % every == 0:
+                    self.save_checkpoint(self.cfg.checkpoint_dir)
+                if interrupted():
+                    break
         bar.close()
         self.sae.eval()
+        if interrupted():
+            if self.cfg.checkpoint_dir:
+                self.save_checkpoint(self.cfg.checkpoint_dir)
+                print(
+                    f"Interrupted after step {self.step}; the full state is in {self.cfg.checkpoint_dir}: "
+                    "trainer.load_checkpoint(...) then trainer.run() picks up exactly there."
+                )
+            raise KeyboardInterrupt
         return dict(self.history)
 
     def fold_normalization(self) -> None:

@@ -1,5 +1,9 @@
 """Tests for labhelpers.train: schedules, dead latents, resampling, folding, exact resume."""
 
+import json
+import os
+import signal
+
 import pytest
 import torch
 
@@ -160,3 +164,45 @@ def test_export_saves_a_folded_copy_and_training_goes_on(tmp_path):
     )
     trainer.run()
     assert trainer.step == 30
+
+
+class _InterruptAt:
+    """Wraps a data source and sends this process Ctrl-C (SIGINT) when batch ``n`` is drawn."""
+
+    def __init__(self, source, n):
+        self.source, self.n, self.calls = source, n, 0
+
+    def next_batch(self, batch_size):
+        self.calls += 1
+        if self.calls == self.n:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.source.next_batch(batch_size)
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+
+def test_ctrl_c_finishes_the_step_saves_and_resumes_exactly(tmp_path):
+    sae_a, source_a, cfg = _setup("topk")
+    Trainer(sae_a, source_a, cfg).run()
+
+    sae_b, source_b, cfg_b = _setup("topk")
+    cfg_b.checkpoint_dir = str(tmp_path / "ckpt")
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(sae_b, _InterruptAt(source_b, 13), cfg_b).run()
+    saved = json.loads((tmp_path / "ckpt" / "trainer.json").read_text())
+    assert saved["step"] == 13  # the interrupted step was completed, then saved
+
+    sae_c, source_c, _ = _setup("topk")
+    resumed = Trainer(sae_c, source_c, cfg_b)
+    resumed.load_checkpoint(tmp_path / "ckpt")
+    resumed.run()
+    for key, value in sae_a.state_dict().items():
+        assert torch.equal(sae_c.state_dict()[key], value), key
+
+
+def test_periodic_checkpoints(tmp_path):
+    sae, source, cfg = _setup("topk")
+    cfg.checkpoint_dir, cfg.checkpoint_every = str(tmp_path / "ckpt"), 15
+    Trainer(sae, source, cfg).run(until=20)
+    assert json.loads((tmp_path / "ckpt" / "trainer.json").read_text())["step"] == 15
