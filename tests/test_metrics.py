@@ -104,3 +104,35 @@ def test_concept_scores_pick_the_planted_detector_and_score_it_on_held_out_data(
         cheat[select], labels[select], cheat[test], labels[test], ["a", "b"]
     )
     assert rows[0]["unit"] == 0 and rows[0]["select_f1"] == 1.0 and rows[0]["f1"] == 0.0
+
+
+def _exact_sae(d_in):
+    """A ReLU SAE that reconstructs perfectly: z = (relu(x), relu(-x)), x_hat = z1 - z2."""
+    from labhelpers.sae import ReLUSAE
+
+    sae = ReLUSAE(SAEConfig(d_in=d_in, d_sae=2 * d_in, apply_b_dec_to_input=False))
+    eye = torch.eye(d_in)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_ce_loss_recovered_is_one_for_a_perfect_sae_and_zero_for_a_zero_one(tiny_model):
+    from labhelpers import activations
+
+    texts = activations.corpus_texts("val", 50, seed=3)
+    tokens = activations.token_rows(texts, tiny_model.tokenizer, 32, 4)
+    hook = "blocks.1.hook_resid_pre"
+    perfect = metrics.ce_loss_recovered(
+        tiny_model, _exact_sae(tiny_model.cfg.d_model), hook, tokens, batch_size=2
+    )
+    assert abs(perfect["recovered"] - 1.0) < 1e-4 and perfect["kl"] < 1e-5
+    assert abs(perfect["loss_sae"] - perfect["loss_clean"]) < 1e-4
+    blank = _exact_sae(tiny_model.cfg.d_model)
+    with torch.no_grad():
+        blank.W_dec.zero_()
+    zero = metrics.ce_loss_recovered(tiny_model, blank, hook, tokens)
+    assert abs(zero["recovered"]) < 1e-4 and zero["loss_zero"] > zero["loss_clean"]

@@ -1,0 +1,62 @@
+"""Splicing an SAE into the tiny model: identities that must hold exactly."""
+
+import pytest
+import torch
+
+from labhelpers import splice
+from labhelpers.sae import SAEConfig, TopKSAE
+
+HOOK = "blocks.1.hook_resid_pre"
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model):
+    torch.manual_seed(0)
+    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (2, 12))
+    tokens[:, 0] = tiny_model.tokenizer.bos_token_id
+    sae = TopKSAE(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=4 * tiny_model.cfg.d_model, k=8))
+    return tokens, sae
+
+
+def test_keeping_the_error_with_no_edit_reproduces_the_clean_logits(tiny_model, setup):
+    tokens, sae = setup
+    clean = splice.logits_with(tiny_model, tokens, HOOK, None)
+    kept = splice.logits_with(tiny_model, tokens, HOOK, splice.sae_hook(sae, keep_error=True))
+    torch.testing.assert_close(kept, clean, atol=1e-4, rtol=1e-4)
+
+
+def test_the_bare_reconstruction_changes_the_output_but_not_bos(tiny_model, setup):
+    tokens, sae = setup
+    clean = splice.logits_with(tiny_model, tokens, HOOK, None)
+    spliced = splice.logits_with(tiny_model, tokens, HOOK, splice.sae_hook(sae))
+    torch.testing.assert_close(spliced[:, 0], clean[:, 0])  # BOS passes through untouched
+    assert not torch.allclose(spliced[:, 1:], clean[:, 1:], atol=1e-3)
+    assert splice.kl_divergence(clean, spliced) > 0
+    assert splice.kl_divergence(clean, clean).abs() < 1e-6
+
+
+def test_an_edit_changes_only_through_the_edited_latents(tiny_model, setup):
+    _, sae = setup
+    seen = {}
+
+    def edit(z):
+        seen["shape"] = tuple(z.shape)
+        return z * 0.0
+
+    hook = splice.sae_hook(sae, edit=edit, keep_error=True)
+    x = torch.randn(2, 12, tiny_model.cfg.d_model)
+    out = hook(x)
+    assert seen["shape"] == (2, 11, sae.cfg.d_sae)
+    # zeroing every latent leaves b_dec plus the error: x - x_hat + b_dec
+    x_hat = sae.decode(sae.encode(x[:, 1:]))
+    torch.testing.assert_close(out[:, 1:], x[:, 1:] - x_hat + sae.b_dec, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 0], x[:, 0])
+
+
+def test_zero_hook_and_next_token_loss():
+    x = torch.ones(1, 3, 4)
+    assert splice.zero_hook(x)[:, 1:].abs().sum() == 0 and splice.zero_hook(x)[0, 0].sum() == 4
+    logits = torch.full((1, 3, 5), -1e4)
+    tokens = torch.tensor([[0, 2, 4]])
+    logits[0, 0, 2] = logits[0, 1, 4] = 0.0  # certain and right
+    assert splice.next_token_loss(logits, tokens) < 1e-6
