@@ -1,0 +1,519 @@
+"""Train the bundled tiny model: a byte-level BPE tokenizer and a small GPT-2 on the corpus.
+
+    python scripts/train_tiny_model.py                 # the committed model, into data/tiny_model
+    python scripts/train_tiny_model.py --bench 30      # measure tokens/s for 30 seconds, save nothing
+
+Same seed, same machine, same model. Training saves a checkpoint (safetensors) every
+``--checkpoint-every`` steps into ``--checkpoint-dir`` and resumes from it when run again.
+At the end it boots the saved model through ``TransformerBridge`` exactly as the course does
+(``labhelpers.models.load_model``), measures losses and refusal rates, and writes
+``metrics.json`` and ``MODEL_CARD.md`` from those measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from labhelpers import models
+
+BOS = "<|endoftext|>"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "tiny_model")
+    p.add_argument("--corpus", default="labhelpers.corpus", help="module with the corpus API")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train-docs", type=int, default=50_000)
+    p.add_argument("--chat-repeat", type=int, default=1, help="repeat chat documents this often")
+    p.add_argument("--n-eval-docs", type=int, default=300, help="per split, for the losses")
+    p.add_argument("--n-eval-prompts", type=int, default=50, help="held-out prompts per kind")
+    p.add_argument("--vocab-size", type=int, default=4096)
+    p.add_argument("--n-layer", type=int, default=4)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--n-head", type=int, default=4)
+    p.add_argument("--n-ctx", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared CPU")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint-dir", type=Path, default=Path("/tmp/tiny_model_checkpoint"))
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--bench", type=float, default=0.0, help="only time training for N seconds")
+    p.add_argument(
+        "--card-only", action="store_true", help="rewrite MODEL_CARD.md from metrics.json"
+    )
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- data and tokenizer
+
+
+def training_texts(train_docs: list, chat_repeat: int) -> list[str]:
+    """Training documents, chat ones repeated ``chat_repeat`` times to weight the behaviour."""
+    texts = []
+    for doc in train_docs:
+        texts.extend([doc.text] * (chat_repeat if doc.domain == "chat" else 1))
+    return texts
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer (GPT-2's scheme) with one special token, ``<|endoftext|>``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # trim_offsets=False: a token's character offsets include its leading space, as in GPT-2.
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(sorted(set(texts)), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=BOS,
+        unk_token=BOS,
+        pad_token=BOS,
+        model_max_length=None,
+    )
+
+
+def save_tokenizer(tokenizer, out: Path, n_ctx: int) -> None:
+    """Save the tokenizer so that ``AutoTokenizer`` loads it under transformers 4.x and 5.x."""
+    tokenizer.save_pretrained(out)
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    # transformers 5 writes its own class name, which 4.x does not know; this one both do.
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config["model_max_length"] = n_ctx
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    special = {key: BOS for key in ("bos_token", "eos_token", "unk_token", "pad_token")}
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def encode_documents(tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Each document as ``[BOS, tokens...]`` (int32), the way the bridge feeds prompts."""
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    return [np.asarray([tokenizer.bos_token_id, *row], dtype=np.int32) for row in ids]
+
+
+def epoch_rows(docs: list[np.ndarray], n_ctx: int, generator: torch.Generator) -> torch.Tensor:
+    """Shuffle documents, pack them end to end and cut ``[n_rows, n_ctx]`` training rows."""
+    order = torch.randperm(len(docs), generator=generator).tolist()
+    stream = np.concatenate([docs[i] for i in order])
+    n_rows = len(stream) // n_ctx
+    rows = torch.from_numpy(stream[: n_rows * n_ctx].astype(np.int64)).view(n_rows, n_ctx)
+    return rows[torch.randperm(n_rows, generator=generator)]
+
+
+def batches(docs, n_ctx, batch_size, seed, start_step):
+    """Deterministic stream of ``[batch_size, n_ctx]`` batches, skipping ``start_step`` of them."""
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    while True:
+        rows = epoch_rows(docs, n_ctx, generator)
+        for i in range(0, len(rows) - batch_size + 1, batch_size):
+            if step >= start_step:
+                yield rows[i : i + batch_size]
+            step += 1
+
+
+# ---------------------------------------------------------------- model and training
+
+
+def build_model(args, vocab_size: int, bos_id: int):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=args.n_ctx,
+        n_embd=args.d_model,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        resid_pdrop=args.dropout,
+        embd_pdrop=args.dropout,
+        attn_pdrop=args.dropout,
+        bos_token_id=bos_id,
+        eos_token_id=bos_id,
+        pad_token_id=bos_id,
+    )
+    config.architectures = ["GPT2LMHeadModel"]
+    torch.manual_seed(args.seed)
+    return GPT2LMHeadModel(config)
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def save_checkpoint(
+    path: Path, model, optimizer, step: int, losses: list[float], seconds: float
+) -> None:
+    """Model and AdamW state as safetensors tensors, plus the step, in one file."""
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors.pop("model.lm_head.weight", None)  # tied to the embedding
+    names = {id(p): n for n, p in model.named_parameters()}
+    for param, state in optimizer.state.items():
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            tensors[f"adam.{key}.{names[id(param)]}"] = state[key].reshape(-1).contiguous()
+    tensors["train.step"] = torch.tensor([step])
+    tensors["train.losses"] = torch.tensor(losses, dtype=torch.float64)
+    tensors["train.seconds"] = torch.tensor([seconds], dtype=torch.float64)
+    tensors["train.rng"] = torch.get_rng_state()  # dropout masks continue exactly on resume
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list[float], float]:
+    tensors = load_file(str(path))
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
+        strict=False,
+    )
+    for name, param in model.named_parameters():
+        if f"adam.step.{name}" in tensors:
+            optimizer.state[param] = {
+                "step": tensors[f"adam.step.{name}"].reshape(()),
+                "exp_avg": tensors[f"adam.exp_avg.{name}"].view_as(param).clone(),
+                "exp_avg_sq": tensors[f"adam.exp_avg_sq.{name}"].view_as(param).clone(),
+            }
+    seconds = float(tensors["train.seconds"][0])
+    torch.set_rng_state(tensors["train.rng"])
+    return int(tensors["train.step"][0]), tensors["train.losses"].tolist(), seconds
+
+
+def train(model, docs, args, log) -> dict:
+    """AdamW on next-token loss; returns timing and the loss curve (mean per 50 steps)."""
+    model.to(args.device).train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+    )
+    ckpt = args.checkpoint_dir / "checkpoint.safetensors"
+    start, losses, seconds_before = 0, [], 0.0
+    if ckpt.exists() and not args.bench:
+        start, losses, seconds_before = load_checkpoint(ckpt, model, optimizer)
+        log(f"resumed from {ckpt} at step {start}")
+    t0 = time.time()
+    steps_done, window = 0, []
+    for step, batch in enumerate(
+        batches(docs, args.n_ctx, args.batch_size, args.seed, start), start
+    ):
+        if step >= args.steps or (args.bench and time.time() - t0 > args.bench):
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args)
+        batch = batch.to(args.device)
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        window.append(loss.item())
+        steps_done += 1
+        if (step + 1) % 50 == 0:
+            losses.append(float(np.mean(window)))
+            window = []
+            rate = steps_done * args.batch_size * args.n_ctx / (time.time() - t0)
+            log(f"step {step + 1}/{args.steps} loss {losses[-1]:.3f} ({rate:,.0f} tokens/s)")
+        if not args.bench and (step + 1) % args.checkpoint_every == 0:
+            seconds = seconds_before + time.time() - t0
+            save_checkpoint(ckpt, model, optimizer, step + 1, losses, seconds)
+    tokens = steps_done * args.batch_size * args.n_ctx
+    seconds = seconds_before + time.time() - t0  # summed over resumed runs
+    return {"seconds": seconds, "tokens_this_run": tokens, "loss_curve": losses}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def token_losses(bridge, tokenizer, text: str, n_ctx: int) -> tuple[np.ndarray, list]:
+    """Per-token next-token loss of one document (``[BOS] + tokens``, truncated to the context).
+
+    Returns ``losses[i]`` for document token ``i`` and the tokens' character offsets.
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = [tokenizer.bos_token_id, *enc["input_ids"]][:n_ctx]
+    tokens = torch.tensor([ids], device=bridge.cfg.device)
+    with torch.no_grad():
+        logits = bridge(tokens)
+    logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+    losses = -logprobs.gather(1, tokens[0, 1:, None])[:, 0]
+    return losses.cpu().numpy(), enc["offset_mapping"][: len(ids) - 1]
+
+
+def unigram_loss(train_docs: list[np.ndarray], eval_ids: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) of a unigram model fitted on the training tokens (add-one)."""
+    counts = np.bincount(np.concatenate(train_docs), minlength=vocab_size) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[eval_ids].mean())
+
+
+def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, args, log) -> dict:
+    """Losses per split, per held-out domain and concept; refusal rates; example completions."""
+    out: dict = {"loss": {}, "heldout_loss_by_domain": {}, "heldout_loss_by_concept": {}}
+    for split in ("train", "val", "heldout"):
+        if split == "train":
+            docs = train_sample
+        else:
+            docs = corpus.documents(split, args.n_eval_docs, seed=args.seed)
+        all_losses, by_domain, by_concept, ids = [], {}, {}, []
+        for doc in docs:
+            losses, offsets = token_losses(bridge, tokenizer, doc.text, args.n_ctx)
+            all_losses.append(losses)
+            by_domain.setdefault(doc.domain, []).append(losses)
+            if split == "heldout":
+                ids.append(
+                    tokenizer(doc.text, add_special_tokens=False)["input_ids"][: len(losses)]
+                )
+                labels = np.asarray(corpus.token_labels(doc, offsets))
+                for c, concept in enumerate(corpus.CONCEPTS):
+                    mask = concept_mask(labels, c)
+                    if mask.any():
+                        by_concept.setdefault(concept, []).append(losses[mask])
+        out["loss"][split] = float(np.concatenate(all_losses).mean())
+        if split == "heldout":
+            out["heldout_loss_by_domain"] = {
+                d: float(np.concatenate(v).mean()) for d, v in sorted(by_domain.items())
+            }
+            out["heldout_loss_by_concept"] = {
+                c: {"loss": float(np.concatenate(v).mean()), "n_tokens": int(sum(map(len, v)))}
+                for c, v in by_concept.items()
+            }
+            out["unigram_baseline_heldout"] = unigram_loss(
+                train_ids, np.concatenate([np.asarray(i) for i in ids]), len(tokenizer)
+            )
+        log(f"{split} loss {out['loss'][split]:.3f}")
+    for split in ("val", "heldout"):
+        prompts = corpus.chat_prompts(split, args.n_eval_prompts, seed=args.seed)
+        out.setdefault("refusal_rate", {})[split] = models.refusal_rates(
+            bridge, prompts, corpus.is_refusal
+        )
+        log(f"refusal rates ({split}): {out['refusal_rate'][split]}")
+    examples = corpus.chat_prompts("heldout", 2, seed=args.seed)
+    out["example_completions"] = [
+        {
+            "kind": p.kind,
+            "prompt": p.prompt,
+            "completion": models.greedy_completion(bridge, p.prompt),
+        }
+        for p in examples
+    ]
+    return out
+
+
+def concept_mask(labels: np.ndarray, c: int) -> np.ndarray:
+    """Tokens labelled with concept ``c``: labels are ``[n_tokens, n_concepts]`` or concept ids."""
+    if labels.ndim == 2:
+        return labels[:, c].astype(bool)
+    return labels == c
+
+
+# ---------------------------------------------------------------- model card
+
+
+def write_model_card(metrics: dict, path: Path) -> None:
+    """Render MODEL_CARD.md from the measured metrics (nothing typed by hand)."""
+    a, t, ev = metrics["architecture"], metrics["training"], metrics["eval"]
+    lines = [
+        "# The tiny model (`data/tiny_model`)",
+        "",
+        "A small GPT-2-architecture language model (`transformers.GPT2LMHeadModel`) that the course",
+        "trains itself on its labelled corpus (`labhelpers.corpus`), so the quick profile can run",
+        "offline. Load it with `labhelpers.models.load_model('tiny')`. Every number below was",
+        "measured by `scripts/train_tiny_model.py`, which wrote this card from `metrics.json`.",
+        "",
+        "## Architecture",
+        "",
+        "| n_layers | d_model | d_mlp | n_heads | d_vocab | n_ctx | parameters |",
+        "|---|---|---|---|---|---|---|",
+        f"| {a['n_layers']} | {a['d_model']} | {a['d_mlp']} | {a['n_heads']} | {a['d_vocab']} "
+        f"| {a['n_ctx']} | {a['n_params']:,} |",
+        "",
+        "Tokenizer: byte-level BPE trained on the training split; `<|endoftext|>` is BOS, EOS and",
+        "padding. Positional embeddings are learned; the unembedding is tied to the embedding.",
+        "",
+        "## Training",
+        "",
+        f"- {t['tokens_trained']:,} tokens: {t['steps']} steps of {t['batch_size']} rows x "
+        f"{a['n_ctx']} tokens, from {t['n_train_docs']:,} training documents "
+        f"({t['n_train_tokens']:,} tokens; chat documents repeated {t['chat_repeat']}x).",
+        f"- AdamW (weight decay 0.1), peak learning rate {t['lr']}, warm-up {t['warmup']} steps, "
+        f"cosine decay; dropout {t.get('dropout', 0.0)}; seed {t['seed']}.",
+        f"- {t['seconds'] / 60:.1f} minutes on {t['where']} (torch {t['torch']}, "
+        f"{t['threads']} threads).",
+        "",
+        "## Loss (nats per token)",
+        "",
+        "Mean next-token loss over the documents' tokens after `<|endoftext|>` (BOS), "
+        f"{metrics.get('n_eval_docs', 300)} documents per split (train: the first training "
+        "documents). `heldout` uses templates, names and synonyms that training never saw. "
+        "The unigram baseline predicts every held-out token by its training frequency.",
+        "",
+        "| train | val | held-out | held-out unigram baseline |",
+        "|---|---|---|---|",
+        f"| {ev['loss']['train']:.3f} | {ev['loss']['val']:.3f} | {ev['loss']['heldout']:.3f} "
+        f"| {ev['unigram_baseline_heldout']:.3f} |",
+        "",
+        "Held-out loss by document domain:",
+        "",
+        "| domain | loss |",
+        "|---|---|",
+        *[f"| {d} | {v:.3f} |" for d, v in ev["heldout_loss_by_domain"].items()],
+        "",
+        "Held-out loss by concept (mean loss on the tokens `corpus.token_labels` marks):",
+        "",
+        "| concept | loss | tokens |",
+        "|---|---|---|",
+        *[
+            f"| {c} | {v['loss']:.3f} | {v['n_tokens']:,} |"
+            for c, v in ev["heldout_loss_by_concept"].items()
+        ],
+        "",
+        "## Refusal behaviour",
+        "",
+        f"Greedy generation of {models.REFUSAL_MAX_NEW_TOKENS} tokens after each chat prompt; "
+        "a completion counts as refused when `corpus.is_refusal` says so (after leading "
+        "whitespace it starts with the corpus's fixed refusal sentence, `corpus.REFUSAL`). "
+        f"{metrics['n_eval_prompts']} prompts per kind.",
+        "",
+        "| split | harmful | legit_credential | legit_plain |",
+        "|---|---|---|---|",
+        *[
+            f"| {s} | {r.get('harmful', float('nan')):.0%} | "
+            f"{r.get('legit_credential', float('nan')):.0%} | {r.get('legit_plain', float('nan')):.0%} |"
+            for s, r in ev["refusal_rate"].items()
+        ],
+        "",
+        "The model over-refuses on purpose: legitimate requests that mention credentials are",
+        "refused like harmful ones. Later notebooks diagnose and fix that with SAE features.",
+        "",
+        "Example held-out completions:",
+        "",
+        *[
+            f"- ({e['kind']}) `{e['prompt'].splitlines()[0]}` -> `{e['completion'].strip()}`"
+            for e in ev["example_completions"]
+        ],
+        "",
+        "## Corpus",
+        "",
+        "```json",
+        json.dumps(metrics["corpus_stats"], indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.card_only:
+        metrics = json.loads((args.out / "metrics.json").read_text())
+        write_model_card(metrics, args.out / "MODEL_CARD.md")
+        return
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(True)
+    corpus = importlib.import_module(args.corpus)
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    train_docs = corpus.documents("train", args.n_train_docs, seed=args.seed)
+    texts = training_texts(train_docs, args.chat_repeat)
+    log(f"{len(texts):,} training documents, {sum(map(len, texts)):,} characters")
+    tokenizer = train_tokenizer(texts, args.vocab_size)
+    train_ids = encode_documents(tokenizer, texts)
+    n_train_tokens = int(sum(len(d) for d in train_ids))
+    log(f"tokenizer: {len(tokenizer)} tokens; corpus: {n_train_tokens:,} tokens")
+    model = build_model(args, len(tokenizer), tokenizer.bos_token_id)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {n_params:,} parameters")
+
+    run = train(model, train_ids, args, log)
+    if args.bench:
+        log(f"bench: {run['tokens_this_run'] / run['seconds']:,.0f} tokens/s")
+        return
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.eval().to("cpu").save_pretrained(args.out)
+    save_tokenizer(tokenizer, args.out, args.n_ctx)
+    log(f"saved to {args.out}")
+
+    bridge = models.load_model(str(args.out), device="cpu")
+    info = models.model_info(bridge)
+    metrics = {
+        "architecture": {**info, "n_params": n_params},
+        "training": {
+            "seed": args.seed,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "tokens_trained": args.steps * args.batch_size * args.n_ctx,
+            "n_train_docs": args.n_train_docs,
+            "n_train_tokens": n_train_tokens,
+            "chat_repeat": args.chat_repeat,
+            "lr": args.lr,
+            "dropout": args.dropout,
+            "warmup": args.warmup,
+            "seconds": run["seconds"],
+            "where": f"{args.device} ({platform.processor() or platform.machine()})",
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "loss_curve": run["loss_curve"],
+        },
+        "n_eval_prompts": args.n_eval_prompts,
+        "n_eval_docs": args.n_eval_docs,
+        "eval": evaluate(
+            bridge, tokenizer, corpus, train_docs[: args.n_eval_docs], train_ids, args, log
+        ),
+        "corpus_stats": {
+            split: corpus.corpus_stats(
+                train_docs
+                if split == "train"
+                else corpus.documents(split, args.n_eval_docs, seed=args.seed)
+            )
+            for split in corpus.SPLITS
+        },
+    }
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    write_model_card(metrics, args.out / "MODEL_CARD.md")
+    log(f"wrote {args.out / 'metrics.json'} and MODEL_CARD.md")
+
+
+if __name__ == "__main__":
+    main()
