@@ -71,7 +71,7 @@ def train_one(model, hook: str, out: Path) -> dict:
         progress=False,
     )
     rows = activations.token_rows(
-        activations.corpus_texts("heldout", seed=1), model.tokenizer, s["context"], s["eval_rows"]
+        activations.corpus_texts("val", seed=2), model.tokenizer, s["context"], s["eval_rows"]
     )
     result = {
         **metrics.evaluate(sae, eval_acts),

@@ -7,6 +7,7 @@ import sae_lens
 import torch
 from safetensors.torch import load_file, save_file
 
+from labhelpers import metrics
 from labhelpers.io import SAEFormatError, load_sae, save_sae
 from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
 
@@ -132,3 +133,25 @@ def test_we_load_a_file_saelens_wrote(tmp_path):
     ours = load_sae(tmp_path)
     x = _x()
     torch.testing.assert_close(ours.encode(x), theirs.encode(x).detach())
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_bundled_tiny_saes_load_and_fit_the_bundled_model(tiny_model, layer):
+    """data/tiny_sae/ (scripts/train_tiny_sae.py): SAELens layout, k = 32 on the model's own activations."""
+    from labhelpers import activations
+    from labhelpers.env import DATA_DIR
+
+    hook = f"blocks.{layer}.hook_resid_pre"
+    path = DATA_DIR / "tiny_sae" / hook
+    sae = load_sae(path)
+    cfg = json.loads((path / "cfg.json").read_text())
+    assert cfg["metadata"]["hook_name"] == hook and sae.cfg.d_in == tiny_model.cfg.d_model
+    rows = activations.token_rows(
+        activations.corpus_texts("val", 20, seed=5), tiny_model.tokenizer, 64, 4
+    )
+    (acts,) = activations.harvest(tiny_model, hook, [rows])
+    with torch.no_grad():
+        z = sae.encode(acts)
+        fvu = metrics.fvu(acts, sae.decode(z))
+    assert metrics.l0(z) == 32 and fvu < 0.25, fvu
+    assert sae_lens.SAE.load_from_disk(str(path)).cfg.d_sae == sae.cfg.d_sae
