@@ -11,14 +11,7 @@ from labhelpers import metrics
 from labhelpers.io import SAEFormatError, load_sae, save_sae
 from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread is faster than two threads waiting on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 D_IN, D_SAE = 10, 24

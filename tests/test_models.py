@@ -34,13 +34,7 @@ def _load_script():
     return module
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Token-by-token generation on a tiny model runs fastest on one thread (and shares the CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

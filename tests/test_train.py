@@ -13,14 +13,7 @@ from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
 from labhelpers.synthetic import SyntheticSource, make_synthetic
 from labhelpers.train import TensorSource, TrainConfig, Trainer, train_sae
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matrices: one thread is faster than two threads waiting on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 FEATURES = make_synthetic(n_features=32, d_in=8, avg_active=2.0, n_pairs=4, seed=0)
