@@ -52,17 +52,14 @@ def latent_acts(
     Returns ``[n_rows, context, len(features)]`` (all ``d_sae`` latents when ``features`` is
     None). Position 0 (BOS) is set to 0: the SAE never trained on it.
     """
-    from labhelpers.activations import check_hook, hook_layer
+    from labhelpers.activations import harvest
 
-    check_hook(model, hook_name)
-    layer = hook_layer(hook_name)
-    stop = layer + 1 if layer is not None and layer + 1 < model.cfg.n_layers else None
     device = next(sae.parameters()).device
     chunks = []
     for start in range(0, len(tokens), batch_size):
-        batch = tokens[start : start + batch_size].to(model.cfg.device)
-        _, cache = model.run_with_cache(batch, names_filter=[hook_name], stop_at_layer=stop)
-        z = sae.encode(cache[hook_name].to(device).float())
+        batch = tokens[start : start + batch_size]
+        (acts,) = harvest(model, hook_name, [batch], exclude_bos=False)  # [batch * context, d]
+        z = sae.encode(acts.to(device)).reshape(*batch.shape, -1)
         if features is not None:
             z = z[..., list(features)]
         z[:, 0] = 0.0
