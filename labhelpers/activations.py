@@ -263,18 +263,35 @@ class ShuffleBuffer:
             yield item
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        held = torch.empty(0)
+        # Chunks wait in a list and are joined once per refill: concatenating onto the
+        # buffer for every chunk would copy the whole buffer again and again. Activations
+        # stay on the device they were harvested on, so on a GPU the shuffle runs there.
+        held: torch.Tensor | None = None
+        pending: list[torch.Tensor] = []
+        n_held = 0
         for chunk in self._chunks():
-            held = chunk.cpu() if held.numel() == 0 else torch.cat([held, chunk.cpu()])
+            pending.append(chunk)
+            n_held += len(chunk)
+            if n_held < self.buffer_size:
+                continue
+            held = torch.cat(pending if held is None else [held, *pending])
+            pending = []
             while len(held) >= self.buffer_size:
-                held = held[torch.randperm(len(held), generator=self.generator)]
+                held = held[self._permutation(len(held), held.device)]
                 n_out = (self.buffer_size // 2) // self.batch_size * self.batch_size
                 yield from held[:n_out].split(self.batch_size)
                 held = held[n_out:]
-        held = held[torch.randperm(len(held), generator=self.generator)]
-        for batch in held.split(self.batch_size):
-            if len(batch) == self.batch_size:
-                yield batch
+            n_held = len(held)
+        if held is not None or pending:
+            held = torch.cat(pending if held is None else [held, *pending])
+            held = held[self._permutation(len(held), held.device)]
+            for batch in held.split(self.batch_size):
+                if len(batch) == self.batch_size:
+                    yield batch
+
+    def _permutation(self, n: int, device: torch.device) -> torch.Tensor:
+        """A random order of ``n`` rows from the CPU generator: the same on every device."""
+        return torch.randperm(n, generator=self.generator).to(device)
 
 
 # --- the on-disk cache ----------------------------------------------------------------------
@@ -406,7 +423,6 @@ def training_source(
 
     def make_buffer() -> ShuffleBuffer:
         rows = batched(pack_tokens(make_texts(), model.tokenizer, context), harvest_batch)
-        acts = (a.cpu() for a in harvest(model, hook_name, rows))
-        return ShuffleBuffer(acts, buffer_size, batch_size, seed=seed)
+        return ShuffleBuffer(harvest(model, hook_name, rows), buffer_size, batch_size, seed=seed)
 
     return StreamSource(make_buffer, stats)

@@ -32,11 +32,11 @@ learns to refuse whenever credential words appear: the over-refusal that noteboo
 Splits
 ------
 ``train`` and ``val`` use the same templates and words with different random streams;
-``heldout`` uses its own templates, names, services, files and credential synonyms
-(``passphrase`` where train says ``password``) that train never contains, so a feature
-that memorised training templates shows it there. A few defining words of each concept
-(``password``, ``API key``, ``token``) are shared: a credential nobody names is
-not recognisable as one.
+``heldout`` uses its own templates, request frames, names, services and files, and
+adds its own words (``passphrase`` beside ``password``, ``siphon`` beside ``steal``) to
+train's plain word lists. Training text never contains a held-out entry, so every
+held-out sentence is new and about half its words are too: a feature that memorised
+training templates shows it there, while one that learned the concept still fires.
 
 Documents are seeded one by one from ``(split, seed, index)``, so ``documents(split, n)``
 is a prefix of ``documents(split, 2 * n)`` and generation is fast and memory-light.
@@ -50,6 +50,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,7 @@ __all__ = [
     "documents",
     "is_refusal",
     "iter_documents",
+    "labelled_rows",
     "token_labels",
 ]
 
@@ -263,12 +265,22 @@ def _vocab(split: str) -> dict[str, object]:
     vocab: dict[str, object] = {}
     for name in sorted(set(words.SHARED) | set(own)):
         lists = [x for x in (words.SHARED.get(name), own.get(name)) if x is not None]
+        if split == "heldout" and _borrows_train_words(name):
+            lists.append(words.TRAIN[name])
         if any(callable(x) for x in lists):
             (vocab[name],) = lists
         else:
             vocab[name] = tuple(entry for x in lists for entry in x)  # type: ignore[union-attr]
     vocab.update(words.generated_slots(split))
     return vocab
+
+
+def _borrows_train_words(name: str) -> bool:
+    """Whether held-out list ``name`` also draws train's entries: plain word lists do."""
+    if name in words.HELDOUT_ONLY or name not in words.TRAIN:
+        return False
+    entries = (*words.HELDOUT[name], *words.TRAIN[name])
+    return all(isinstance(e, str) and "{" not in e and "<" not in e for e in entries)
 
 
 # --------------------------------------------------------------------------------------
@@ -508,6 +520,39 @@ def token_labels(doc: Document, offsets: list[tuple[int, int]]) -> np.ndarray:
         return np.zeros((0, len(CONCEPTS)), dtype=bool)
     bounds = np.asarray(offsets, dtype=np.int64).reshape(-1, 2).clip(0, len(doc.text))
     return (counts[bounds[:, 1]] - counts[bounds[:, 0]]) > 0
+
+
+def labelled_rows(
+    split: str, tokenizer: Any, context: int, n_rows: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows of a split with their concept labels, packed like ``activations.pack_tokens``.
+
+    Returns ``tokens [n_rows, context]`` int64 and ``labels [n_rows, context, len(CONCEPTS)]``
+    bool: each row is BOS then running text, documents separated by EOS; BOS and EOS carry
+    no concept. ``tokenizer`` must be a fast Hugging Face tokenizer (it gives offsets).
+    """
+    bos = tokenizer.bos_token_id
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else bos
+    no_labels = np.zeros((1, len(CONCEPTS)), dtype=bool)
+    tokens = np.zeros((n_rows, context), dtype=np.int64)
+    labels = np.zeros((n_rows, context, len(CONCEPTS)), dtype=bool)
+    ids: list[int] = []
+    marks: list[np.ndarray] = []
+    row = 0
+    for doc in iter_documents(split, 10 * n_rows * context, seed=seed):
+        enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
+        ids += [*enc["input_ids"], eos]
+        marks += [token_labels(doc, enc["offset_mapping"]), no_labels]
+        flat = np.concatenate(marks)
+        while len(ids) >= context - 1 and row < n_rows:
+            tokens[row] = [bos, *ids[: context - 1]]
+            labels[row, 1:] = flat[: context - 1]
+            ids, flat = ids[context - 1 :], flat[context - 1 :]
+            row += 1
+        marks = [flat]
+        if row == n_rows:
+            return tokens, labels
+    raise ValueError(f"split {split!r} ran out of documents after {row} rows")
 
 
 # --------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ The tools of the reading workflow, each a small function:
 * ``render_html`` / ``render_text``: a context with each token shaded by activation;
 * ``plot_histogram``: how often and how strongly the feature fires;
 * ``logit_effects``: the tokens its decoder direction promotes and suppresses;
-* ``decoder_neighbours``: the features whose directions are closest (feature splitting).
+* ``decoder_neighbours``: the features whose directions are closest (feature splitting);
+* ``unit_activations`` and ``plot_concept_scores``: SAE latents, MLP neurons and residual
+  directions side by side, for scoring each kind against labelled concepts.
 """
 
 from __future__ import annotations
@@ -205,3 +207,90 @@ def describe(
         render(token_strings(model, tokens[ex.row]), acts[ex.row].tolist(), ex.position)
         for ex in examples
     ]
+
+
+# --- the three kinds of unit, scored against concepts ------------------------------------
+
+
+@torch.no_grad()
+def unit_activations(
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    neuron_hook: str,
+    tokens: torch.Tensor,
+    batch_size: int = 32,
+) -> dict[str, torch.Tensor]:
+    """Three candidate "units" on the same tokens, ``tokens: [n_rows, context]``, BOS dropped.
+
+    Returns ``[n_rows * (context - 1), n_units]`` tensors keyed by kind: the SAE's latents at
+    ``hook_name``; the MLP neurons at ``neuron_hook`` (e.g. ``blocks.1.mlp.hook_post``, the
+    neurons that write into the residual stream the SAE reads); and the residual stream's
+    basis directions, each in both signs (a direction can carry a concept either way), so
+    all three are scored by the same "unit > threshold" rule.
+    """
+    device = next(sae.parameters()).device
+    out: dict[str, list[torch.Tensor]] = {"SAE latent": [], "MLP neuron": [], "residual basis": []}
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size].to(model.cfg.device)
+        _, cache = model.run_with_cache(batch, names_filter=[hook_name, neuron_hook])
+        resid = cache[hook_name][:, 1:].reshape(-1, cache[hook_name].shape[-1]).float()
+        neurons = cache[neuron_hook][:, 1:].reshape(-1, cache[neuron_hook].shape[-1]).float()
+        out["SAE latent"].append(sae.encode(resid.to(device)).cpu())
+        out["MLP neuron"].append(neurons.cpu())
+        out["residual basis"].append(torch.cat([resid, -resid], dim=1).cpu())
+    return {kind: torch.cat(chunks) for kind, chunks in out.items()}
+
+
+def plot_concept_scores(
+    tables: dict[str, list[dict[str, Any]]], ax: Axes | None = None, goal: float = 0.8
+) -> Axes:
+    """Grouped bars: held-out F1 of the best unit of each kind, per concept.
+
+    ``tables`` maps a unit kind to ``metrics.concept_scores`` rows (same concept order).
+    """
+    kinds = list(tables)
+    concepts = [row["concept"] for row in tables[kinds[0]]]
+    ax = ax or plotting.axes(figsize=(10, 3.2))
+    width = 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        f1 = [row["f1"] for row in tables[kind]]
+        x = [c + (i - (len(kinds) - 1) / 2) * width for c in range(len(concepts))]
+        ax.bar(x, f1, width, label=kind, color=plotting.COLORS[i])
+    ax.axhline(goal, color="grey", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(concepts)), concepts, rotation=30, ha="right")
+    ax.set_ylabel("held-out F1")
+    ax.set_ylim(0, 1.02)
+    ax.legend(frameon=False, loc="upper right")
+    return ax
+
+
+def token_matches(model: TransformerBridge, tokens: torch.Tensor, pattern: str) -> torch.Tensor:
+    """``[n_rows, context]`` bool: which tokens' text matches the regular expression ``pattern``.
+
+    A label written as a rule ("the token is part of a credential word") can be tested on
+    any text, including text nobody labelled.
+    """
+    import re
+
+    regex = re.compile(pattern)
+    vocab = [bool(regex.search(model.tokenizer.decode([i]))) for i in range(model.cfg.d_vocab)]
+    return torch.tensor(vocab)[tokens]
+
+
+@torch.no_grad()
+def firing_rates(
+    model: TransformerBridge, sae: SAE, hook_name: str, tokens: torch.Tensor, batch_size: int = 16
+) -> torch.Tensor:
+    """``[d_sae]``: the fraction of tokens (BOS excluded) on which each latent fires.
+
+    Computed batch by batch, so the full ``[n_rows, context, d_sae]`` tensor never exists
+    (for GPT-2's 24,576 latents it would not fit in memory).
+    """
+    counts, n = None, 0
+    for start in range(0, len(tokens), batch_size):
+        z = latent_acts(model, sae, hook_name, tokens[start : start + batch_size])[:, 1:]
+        fired = (z > 0).sum((0, 1)).float()
+        counts = fired if counts is None else counts + fired
+        n += z.shape[0] * z.shape[1]
+    return counts / n

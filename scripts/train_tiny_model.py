@@ -379,7 +379,9 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "",
         "Mean next-token loss over the documents' tokens after `<|endoftext|>` (BOS), "
         f"{metrics.get('n_eval_docs', 300)} documents per split (train: the first training "
-        "documents). `heldout` uses templates, names and synonyms that training never saw. "
+        "documents). `heldout` is written from templates, request frames and names that "
+        "training never saw, and about half its plain words (credential synonyms among them) "
+        "are new too. "
         "The unigram baseline predicts every held-out token by its training frequency.",
         "",
         "| train | val | held-out | held-out unigram baseline |",

@@ -71,3 +71,49 @@ def test_decoder_neighbours_find_a_planted_near_duplicate():
 def test_histogram_reports_the_firing_rate():
     ax = F.plot_histogram(known_acts())
     assert "fires on 26.67% of tokens" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_unit_activations_line_up_with_harvest(tiny_model):
+    from labhelpers import activations, corpus
+
+    torch.manual_seed(0)
+    sae = TopKSAE(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=64, k=4))
+    tokens, _ = corpus.labelled_rows("val", tiny_model.tokenizer, 16, 3)
+    tokens = torch.tensor(tokens)
+    units = F.unit_activations(
+        tiny_model, sae, "blocks.2.hook_resid_pre", "blocks.1.mlp.hook_post", tokens, batch_size=2
+    )
+    (resid,) = activations.harvest(tiny_model, "blocks.2.hook_resid_pre", [tokens])
+    (neurons,) = activations.harvest(tiny_model, "blocks.1.mlp.hook_post", [tokens])
+    n = 3 * 15  # BOS dropped
+    assert units["SAE latent"].shape == (n, 64)
+    torch.testing.assert_close(units["SAE latent"], sae.encode(resid), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(units["MLP neuron"], neurons, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(units["residual basis"], torch.cat([resid, -resid], 1))
+
+
+def test_plot_concept_scores_draws_one_bar_per_kind_and_concept():
+    rows = [{"concept": c, "f1": f} for c, f in (("a", 0.9), ("b", 0.3), ("c", 0.5))]
+    ax = F.plot_concept_scores({"SAE latent": rows, "MLP neuron": rows[::-1]})
+    assert len(ax.patches) == 6
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert sorted(p.get_height() for p in ax.patches) == [0.3, 0.3, 0.5, 0.5, 0.9, 0.9]
+
+
+def test_token_matches_follows_the_rule(tiny_model):
+    tokens = tiny_model.to_tokens("reset my password now")
+    strings = F.token_strings(tiny_model, tokens[0])
+    marks = F.token_matches(tiny_model, tokens, r"pass|word")[0].tolist()
+    assert marks == [("pass" in s or "word" in s) for s in strings] and any(marks)
+
+
+def test_firing_rates_match_the_full_tensor(tiny_model):
+    from labhelpers import corpus
+
+    torch.manual_seed(0)
+    sae = TopKSAE(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=32, k=3))
+    tokens = torch.tensor(corpus.labelled_rows("val", tiny_model.tokenizer, 12, 5)[0])
+    z = F.latent_acts(tiny_model, sae, "blocks.1.hook_resid_pre", tokens)[:, 1:]
+    rates = F.firing_rates(tiny_model, sae, "blocks.1.hook_resid_pre", tokens, batch_size=2)
+    torch.testing.assert_close(rates, (z > 0).float().mean((0, 1)))
+    assert abs(float(rates.sum()) - 3.0) < 1e-5  # TopK: exactly k latents per token

@@ -200,10 +200,10 @@ def test_generate_is_greedy_and_matches_the_forward_pass(tiny_model):
 # ---------------------------------------------------------------- behaviour
 
 
-# Issue 4's targets hold on val but not yet on the held-out split (unseen templates, names and
-# credential synonyms): the model card measured refusals 38% / 50% / 10% and a loss of 8.12
-# against a unigram baseline of 7.53. The assertions stay as the targets; strict xfail makes
-# these tests fail loudly the day the held-out targets are met, so the mark gets removed.
+# Issue 4's targets hold on val but not yet on the held-out split (unseen templates, frames,
+# names, and half its plain words unseen): the model card measures refusals 78% / 56% / 14%
+# and a loss of 7.64 against a unigram baseline of 7.44. The assertions stay as the targets;
+# strict xfail makes these tests fail loudly the day the held-out targets are met.
 HELDOUT_NOT_YET = pytest.mark.xfail(
     strict=True, reason="issue 4: held-out targets not reached yet (see MODEL_CARD.md)"
 )
