@@ -45,15 +45,20 @@ __all__ = [
     "Node",
     "ablate_features",
     "ablation_effects",
+    "ablation_hook",
     "attribution_patching",
     "build_circuit",
     "edge_attributions",
     "faithfulness",
     "feature_means",
+    "firing_rates",
+    "forced_refusals",
     "logit_diff",
+    "matched_controls",
     "node_attributions",
     "node_means",
     "plot_circuit",
+    "select_features",
     "tokenize_prompts",
 ]
 
@@ -99,6 +104,30 @@ def tokenize_prompts(
         tokens[i, : len(row)] = row
     mask = torch.arange(tokens.shape[1]) < lengths[:, None]
     return tokens, lengths - 1, mask
+
+
+@torch.no_grad()
+def forced_refusals(
+    model: TransformerBridge, prompts: Sequence[str], refusal: str, hooks: Sequence = ()
+) -> torch.Tensor:
+    """``[n_prompts]`` bool: would greedy decoding start with ``" " + refusal``? One forward pass.
+
+    Each prompt is followed by the refusal's tokens (teacher forcing); greedy decoding
+    writes exactly those tokens when each is the argmax after the ones before it. So this
+    is ``corpus.is_refusal(greedy_completion(...))`` for a batch at the cost of a single
+    forward pass, instead of one per generated token (it misses only a refusal the model
+    would spell with other tokens). ``hooks``: ``[(hook_name, fn), ...]`` for every pass.
+    """
+    answer = model.to_tokens(" " + refusal, prepend_bos=False)[0].cpu()
+    tokens, last, _ = tokenize_prompts(model, [p + " " + refusal for p in prompts])
+    starts = last - len(answer)  # the position that predicts the answer's first token
+    ends = torch.stack([tokens[i, s + 1 : s + 1 + len(answer)] for i, s in enumerate(starts)])
+    if not torch.equal(ends, answer.expand_as(ends)):
+        raise ValueError("the refusal tokenises differently after some prompt")
+    logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks))
+    where = starts[:, None] + torch.arange(len(answer))  # [n_prompts, n_answer]
+    predicted = logits.argmax(-1).cpu().gather(1, where)
+    return (predicted == answer).all(-1)
 
 
 def _metric_with(model: TransformerBridge, tokens: torch.Tensor, metric: Metric, hooks) -> float:
@@ -219,15 +248,19 @@ def ablation_effects(
 # --------------------------------------------------------------------------------------
 
 
-def _splice_recording(sae: SAE, record: dict[str, torch.Tensor]) -> splice.Hook:
-    """Like ``sae_hook(sae, keep_error=True)``, but with the latents and error as graph leaves.
+def _splice_recording(
+    sae: SAE, record: dict[str, torch.Tensor], edit: splice.LatentEdit | None = None
+) -> splice.Hook:
+    """Like ``sae_hook(sae, edit, keep_error=True)``, but with the latents and error as graph leaves.
 
-    The output is ``decode(z) + error + (x - x.detach())``: equal to ``x`` in value. ``z``
-    and ``error`` are leaves, so their gradients are *partial* ones, each with the other
-    held fixed (were the error computed from ``z`` in the graph, the two paths would
-    cancel and every feature's gradient would be 0). The last term, zero in value, passes
-    the gradient on to earlier layers unchanged, as the clean model would. ``record``
-    keeps ``x`` (in the graph), ``z`` and ``error``.
+    The output is ``decode(z) + error + (x - x.detach())``: equal to ``x`` in value (with
+    no ``edit``). ``z`` and ``error`` are leaves, so their gradients are *partial* ones,
+    each with the other held fixed (were the error computed from ``z`` in the graph, the
+    two paths would cancel and every feature's gradient would be 0). The last term, zero
+    in value, passes the gradient on to earlier layers unchanged, as the clean model
+    would. ``edit`` changes the latents first (features already ablated); the error
+    stays that of the unedited latents. ``record`` keeps ``x`` (in the graph), ``z`` and
+    ``error``.
     """
 
     def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
@@ -235,6 +268,8 @@ def _splice_recording(sae: SAE, record: dict[str, torch.Tensor]) -> splice.Hook:
         with torch.no_grad():
             z = sae.encode(x)
             error = x - sae.decode(z)
+            if edit is not None:
+                z = edit(z.clone())
         z, error = z.requires_grad_(True), error.requires_grad_(True)
         record.update(x=x, z=z, error=error)
         new = sae.decode(z) + error + (x - x.detach())
@@ -244,11 +279,18 @@ def _splice_recording(sae: SAE, record: dict[str, torch.Tensor]) -> splice.Hook:
 
 
 def _spliced_forward(
-    model: TransformerBridge, saes: dict[str, SAE], tokens: torch.Tensor
+    model: TransformerBridge,
+    saes: dict[str, SAE],
+    tokens: torch.Tensor,
+    edits: dict[str, splice.LatentEdit] | None = None,
 ) -> tuple[torch.Tensor, dict[str, dict[str, torch.Tensor]]]:
-    """Logits of the clean model (all SAEs spliced with their errors) and each SAE's z and error."""
+    """Logits with all SAEs spliced in with their errors (the clean model, unless ``edits``
+    change some latents) and each SAE's z and error."""
+    edits = edits or {}
     records: dict[str, dict[str, torch.Tensor]] = {name: {} for name in saes}
-    hooks = [(name, _splice_recording(sae, records[name])) for name, sae in saes.items()]
+    hooks = [
+        (name, _splice_recording(sae, records[name], edits.get(name))) for name, sae in saes.items()
+    ]
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
     return logits, records
@@ -270,6 +312,7 @@ def node_attributions(
     tokens: torch.Tensor,
     metric: Metric,
     means: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    edits: dict[str, splice.LatentEdit] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Attribution-patching estimate of each node's ablation effect: ``{hook: [d_sae + 1]}``.
 
@@ -277,9 +320,10 @@ def node_attributions(
     ``sum over batch and positions of grad(metric) * (clean - patched)``, the first-order
     Taylor estimate of ``metric(clean) - metric(patched)``. The patch is zero, or
     ``means`` from ``node_means``. All SAEs are spliced at once; a node's gradient is its
-    total effect, through the later SAEs as well.
+    total effect, through the later SAEs as well. ``edits`` (``{hook: latent edit}``, e.g.
+    ``ablate_features``) estimate the effects on top of features already ablated.
     """
-    logits, records = _spliced_forward(model, saes, tokens)
+    logits, records = _spliced_forward(model, saes, tokens, edits)
     leaves = [records[name][part] for name in saes for part in ("z", "error")]
     grads = torch.autograd.grad(metric(logits), leaves)
     out = {}
@@ -300,12 +344,15 @@ def attribution_patching(
     metric: Metric,
     mode: str = "zero",
     means: torch.Tensor | None = None,
+    edit: splice.LatentEdit | None = None,
 ) -> torch.Tensor:
     """Estimated ``metric(clean) - metric(ablated)`` for every feature of one SAE: ``[d_sae]``.
 
     Compare with ``ablation_effects`` on the same features: where the metric is close to
     linear in the latents the two agree; where a feature is large or the model strongly
-    non-linear, the estimate drifts (Syed et al. 2023; Nanda 2023).
+    non-linear, the estimate drifts (Syed et al. 2023; Nanda 2023). With ``edit`` (e.g.
+    ``ablate_features(sae, chosen)``) the forward pass runs with that edit, and the
+    estimates are of ablating each feature *on top of* it (0 for the features it ablates).
     """
     if mode not in ("zero", "mean"):
         raise ValueError(f"mode must be 'zero' or 'mean', not {mode!r}")
@@ -314,7 +361,98 @@ def attribution_patching(
         if means is None:
             raise ValueError("mode='mean' needs means (see feature_means)")
         patch = {hook_name: (means, torch.zeros(sae.cfg.d_in))}
-    return node_attributions(model, {hook_name: sae}, tokens, metric, patch)[hook_name][:-1]
+    edits = None if edit is None else {hook_name: edit}
+    scores = node_attributions(model, {hook_name: sae}, tokens, metric, patch, edits)
+    return scores[hook_name][:-1]
+
+
+# --------------------------------------------------------------------------------------
+# Choosing features by their effects, and controls for them
+# --------------------------------------------------------------------------------------
+
+
+def ablation_hook(
+    sae: SAE,
+    features: Sequence[int] | torch.Tensor,
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+) -> splice.Hook:
+    """A forward hook that splices ``sae`` in with its error term and ``features`` ablated.
+
+    Use it as ``model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)])`` or inside
+    ``with model.hooks(fwd_hooks=...)``; with no features it leaves the model unchanged.
+    """
+    return splice.sae_hook(sae, edit=ablate_features(sae, features, mode, means), keep_error=True)
+
+
+def select_features(
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    target: tuple[torch.Tensor, Metric],
+    avoid: tuple[torch.Tensor, Metric],
+    n: int,
+    mode: str = "zero",
+    means: torch.Tensor | None = None,
+    avoid_weight: float = 1.0,
+) -> list[int]:
+    """Greedily choose ``n`` features whose ablation lowers ``target``'s metric but not ``avoid``'s.
+
+    ``target`` and ``avoid`` are ``(tokens, metric)`` pairs, e.g. over-refused requests and
+    harmful ones with the refusal margin. Each step scores every feature by its estimated
+    effect (``attribution_patching``, with the features chosen so far already ablated)
+    ``effect_target - avoid_weight * effect_avoid``, and adds the best. Re-estimating after
+    each choice lets a feature that merely duplicates a chosen one fall back. Returns the
+    features in the order chosen; test each prefix with real ablations on other prompts.
+    """
+    chosen: list[int] = []
+    for _ in range(n):
+        edit = ablate_features(sae, chosen, mode, means)
+        effects = [
+            attribution_patching(model, sae, hook_name, tokens, metric, mode, means, edit)
+            for tokens, metric in (target, avoid)
+        ]
+        score = effects[0] - avoid_weight * effects[1]
+        score[chosen] = -torch.inf
+        chosen.append(int(score.argmax()))
+    return chosen
+
+
+@torch.no_grad()
+def firing_rates(
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    tokens: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[d_sae]``: the fraction of tokens (BOS and padding excluded) on which each feature fires."""
+    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=[hook_name])
+    keep = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.bool()
+    x = cache[hook_name][:, 1:][keep[:, 1:].to(cache[hook_name].device)]
+    return (sae.encode(x.to(sae.W_enc.dtype)) > 0).float().mean(0).cpu()
+
+
+def matched_controls(
+    rates: torch.Tensor, chosen: Sequence[int], allowed: torch.Tensor
+) -> list[int]:
+    """For each chosen feature, the allowed feature whose firing rate is closest to its own.
+
+    rates: ``[d_sae]`` (``firing_rates``); allowed: ``[d_sae]`` bool, the features that pass
+    the caller's rule for "unrelated" (the chosen ones are never allowed). Each control is
+    used once, so a set of features gets a set of distinct controls of matched frequency.
+    """
+    free = allowed.clone().bool()
+    free[list(chosen)] = False
+    controls = []
+    for f in chosen:
+        gap = (rates - rates[f]).abs().masked_fill(~free, torch.inf)
+        control = int(gap.argmin())
+        if not free[control]:
+            raise ValueError("no allowed feature left to serve as a control")
+        controls.append(control)
+        free[control] = False
+    return controls
 
 
 # --------------------------------------------------------------------------------------
@@ -549,6 +687,7 @@ def faithfulness(
     metric: Metric,
     circuit: Iterable[tuple[str, int]],
     means: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    reference: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """Faithfulness and completeness of ``circuit`` (a set of node keys ``(hook, feature)``).
 
@@ -559,11 +698,16 @@ def faithfulness(
     An error node counts as a node: put ``(hook, ERROR)`` in C to keep that SAE's error
     term, leave it out to patch it too. Completeness patches C alone and keeps the rest:
     ``(m(M \\ C) - m(∅)) / (m(M) - m(∅))`` near 0 means nothing outside C does the job.
+    ``reference``: an earlier result on the same tokens, metric and means, whose m(M) and
+    m(∅) are reused (two forward passes fewer when comparing many circuits).
     """
     circuit = set(circuit)
     everything = {(name, f) for name, sae in saes.items() for f in [*range(sae.cfg.d_sae), ERROR]}
-    m_full = _metric_with(model, tokens, metric, [])
-    m_empty = _metric_keeping(model, saes, tokens, metric, set(), means)
+    if reference is None:
+        m_full = _metric_with(model, tokens, metric, [])
+        m_empty = _metric_keeping(model, saes, tokens, metric, set(), means)
+    else:
+        m_full, m_empty = reference["m_full"], reference["m_empty"]
     m_circuit = _metric_keeping(model, saes, tokens, metric, circuit, means)
     m_rest = _metric_keeping(model, saes, tokens, metric, everything - circuit, means)
     scale = m_full - m_empty

@@ -19,6 +19,14 @@ also records:
 * a **side effect**: KL(unsteered || steered) of the next-token distributions on
   unrelated text, which says how much of the model's ordinary behaviour was damaged.
 
+Choosing what to steer, and measuring it cheaply
+------------------------------------------------
+``token_acts`` and ``contrast_features`` find *candidate* features (those that fire more
+where a concept is present); ``steering_effects`` tests each candidate by intervening,
+with a smooth one-pass metric such as ``refusal_margin`` (refusal token's logit minus the
+best other token's). ``greedy_refusals`` gives the greedy refusal verdicts of a whole list
+of prompts from one teacher-forced forward pass in most cases.
+
 Positions and generation
 ------------------------
 ``model.generate`` keeps a KV cache: its first forward pass sees the whole prompt
@@ -53,12 +61,14 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from transformer_lens.model_bridge import TransformerBridge
 
+    from labhelpers.sae import SAE
+
 Hook = Callable[..., torch.Tensor]
 Positions = slice | Sequence[int] | None
 Metric = Callable[["TransformerBridge"], float]
 
 # Row keys every sweep writes; control metrics take the names the caller gives them.
-RESERVED_KEYS = ("alpha", "target", "control_direction", "kl", "generations")
+RESERVED_KEYS = ("alpha", "target", "kl", "generations")
 
 
 def steering_hook(direction: torch.Tensor, alpha: float, positions: Positions = None) -> Hook:
@@ -153,6 +163,144 @@ def logit_difference(
     return float(torch.stack([d[0] - d[1] for d in diffs]).mean())
 
 
+def refusal_margin(logits: torch.Tensor, last: torch.Tensor, refusal_token: int) -> torch.Tensor:
+    """``[batch]``: logit of ``refusal_token`` minus the best other token's, at each row's ``last`` position.
+
+    logits: ``[batch, pos, d_vocab]``; last: ``[batch]`` (right padding: see
+    ``circuits.tokenize_prompts``). Positive where greedy decoding starts to refuse.
+    Unlike a refusal rate it is smooth in alpha and costs one forward pass.
+    """
+    at = logits[torch.arange(len(last)), last.to(logits.device)].float()  # [batch, d_vocab]
+    refusal = at[:, refusal_token]
+    others = at.clone()
+    others[:, refusal_token] = -torch.inf
+    return refusal - others.max(-1).values
+
+
+@torch.no_grad()
+def greedy_refusals(
+    model: TransformerBridge,
+    prompts: Sequence[str],
+    refusal: str,
+    max_new_tokens: int = models.REFUSAL_MAX_NEW_TOKENS,
+) -> list[bool]:
+    """For each prompt, whether its greedy completion starts with ``refusal`` (as ``corpus.is_refusal``).
+
+    The same verdicts as ``is_refusal(greedy_completion(model, prompt, max_new_tokens))``,
+    for a fraction of the cost. One forward pass reads the refusal sentence after every
+    prompt at once (teacher forcing): greedy decoding follows the sentence exactly as far
+    as each of its tokens is the argmax, so a row whose argmaxes all agree refuses, and a
+    row that leaves the sentence is usually decided by the token it leaves with. The few
+    rows still undecided then decode token by token. Every pass is a full pass (no KV
+    cache), so steering hooks apply as in ``models.greedy_completion``.
+    """
+    sentence = model.to_tokens(" " + refusal, prepend_bos=False)[0].tolist()[:max_new_tokens]
+    guesses = _greedy_along(model, prompts, [sentence] * len(prompts))
+    new = [
+        next(
+            ([*sentence[:k], g] for k, (g, s) in enumerate(zip(guess, sentence)) if g != s),
+            sentence,
+        )
+        for guess in guesses
+    ]
+    verdicts = [_refusal_verdict(model, tokens, refusal, max_new_tokens) for tokens in new]
+    while any(v is None for v in verdicts):  # rare: off the sentence but still a prefix of its text
+        rows = [i for i, v in enumerate(verdicts) if v is None]
+        nexts = _greedy_along(model, [prompts[i] for i in rows], [new[i] for i in rows])
+        for i, guess in zip(rows, nexts):
+            new[i] = [*new[i], guess[-1]]
+            verdicts[i] = _refusal_verdict(model, new[i], refusal, max_new_tokens)
+    return [bool(v) for v in verdicts]
+
+
+def _greedy_along(
+    model: TransformerBridge, prompts: Sequence[str], continuations: Sequence[list[int]]
+) -> list[list[int]]:
+    """One right-padded pass over each prompt followed by its continuation; for each row the
+    argmax next token after the prompt and after each continuation token (``len + 1`` ids)."""
+    rows = [model.to_tokens(p)[0].cpu().tolist() + list(c) for p, c in zip(prompts, continuations)]
+    eos = model.tokenizer.eos_token_id
+    tokens = torch.full((len(rows), max(map(len, rows))), eos, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = torch.tensor(row)
+    argmax = model(tokens.to(model.cfg.device)).argmax(-1).cpu()  # [batch, pos]
+    return [
+        argmax[i, len(row) - len(c) - 1 : len(row)].tolist()
+        for i, (row, c) in enumerate(zip(rows, continuations))
+    ]
+
+
+def _refusal_verdict(
+    model: TransformerBridge, new_tokens: list[int], refusal: str, max_new_tokens: int
+) -> bool | None:
+    """True / False once ``new_tokens`` decide whether the completion starts with ``refusal``;
+    None while they could still become it (within ``max_new_tokens``)."""
+    eos = model.tokenizer.eos_token_id
+    new_tokens = new_tokens[:max_new_tokens]
+    if eos in new_tokens:  # greedy_completion stops at end-of-text
+        new_tokens = new_tokens[: new_tokens.index(eos)]
+        done = True
+    else:
+        done = len(new_tokens) == max_new_tokens
+    text = model.tokenizer.decode(new_tokens, skip_special_tokens=True).lstrip()
+    if text.startswith(refusal):
+        return True
+    if done or not refusal.startswith(text):
+        return False
+    return None
+
+
+@torch.no_grad()
+def token_acts(
+    model: TransformerBridge, tokens: torch.Tensor, mask: torch.Tensor, hook_names: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Activations ``[n_real_tokens, d]`` at each hook, from one forward pass over ``tokens``.
+
+    tokens, mask: ``[batch, pos]`` (right-padded, see ``circuits.tokenize_prompts``). BOS and
+    padding are left out, as everywhere in the course.
+    """
+    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hook_names))
+    keep = mask.bool().clone()
+    keep[:, 0] = False
+    return {name: cache[name][keep.to(cache[name].device)] for name in hook_names}
+
+
+@torch.no_grad()
+def contrast_features(sae: SAE, acts: torch.Tensor, baseline_acts: torch.Tensor) -> torch.Tensor:
+    """``[d_sae]``: each feature's mean activation on ``acts`` minus on ``baseline_acts``.
+
+    acts: ``[n, d_in]`` where the concept is present (tokens of credential requests);
+    baseline_acts: ``[m, d_in]`` where it is not (plain requests). The features that fire
+    more with the concept are the *candidates*: a correlation, to be tested by intervening.
+    """
+    dtype = sae.W_enc.dtype
+    return sae.encode(acts.to(dtype)).mean(0) - sae.encode(baseline_acts.to(dtype)).mean(0)
+
+
+@torch.no_grad()
+def steering_effects(
+    model: TransformerBridge,
+    hook_name: str,
+    directions: torch.Tensor,
+    alpha: float,
+    tokens: torch.Tensor,
+    metric: Callable[[torch.Tensor], torch.Tensor],
+    positions: Positions = None,
+) -> torch.Tensor:
+    """``[n_directions]``: ``metric(steered logits) - metric(clean logits)`` for each row of ``directions``.
+
+    directions: ``[n_directions, d]``, each steered alone with the same ``alpha``;
+    ``metric(logits) -> scalar`` (e.g. the mean ``refusal_margin``). One pass per direction.
+    """
+    tokens = tokens.to(model.cfg.device)
+    clean = float(metric(model(tokens)))
+    effects = []
+    for direction in directions:
+        hook = steering_hook(direction, alpha, positions)
+        effects.append(float(metric(model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)]))))
+    return torch.tensor(effects) - clean
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation: Pearson correlation of the ranks, ties given their mean rank.
 
@@ -183,7 +331,7 @@ def sweep(
     target_fn: Metric,
     control_fns: Mapping[str, Metric] | None = None,
     side_effect_tokens: torch.Tensor | None = None,
-    control_direction: torch.Tensor | None = None,
+    control_directions: Mapping[str, torch.Tensor] | None = None,
     generation_prompts: Sequence[str] = (),
     positions: Positions = None,
     max_new_tokens: int = 20,
@@ -191,18 +339,18 @@ def sweep(
     """Steer with ``alpha * direction`` for each alpha and measure; one row (a dict) per alpha.
 
     A row holds ``alpha``; ``target`` (``target_fn(model)``, steered); one entry per
-    ``control_fns`` name (steered); ``control_direction`` (``target_fn`` steered along
-    ``control_direction``, rescaled to the norm of ``direction``); ``kl``, the mean
-    KL(unsteered || steered) on ``side_effect_tokens`` ``[batch, pos]``; and
-    ``generations``, the steered greedy completions of ``generation_prompts``.
-    Entries whose inputs were not given are None.
+    ``control_fns`` name (steered along ``direction``); one entry per
+    ``control_directions`` name (``target_fn`` steered along that direction, rescaled to
+    the norm of ``direction``); ``kl``, the mean KL(unsteered || steered) on
+    ``side_effect_tokens`` ``[batch, pos]`` (None without them); and ``generations``,
+    the steered greedy completions of ``generation_prompts``.
     """
     control_fns = dict(control_fns or {})
-    clash = set(control_fns) & set(RESERVED_KEYS)
+    controls = {k: equal_norm(direction, d) for k, d in (control_directions or {}).items()}
+    names = [*control_fns, *controls]
+    clash = (set(names) & set(RESERVED_KEYS)) | (set(control_fns) & set(controls))
     if clash:
-        raise ValueError(f"control metric names {sorted(clash)} clash with the sweep's own keys")
-    if control_direction is not None:
-        control_direction = equal_norm(direction, control_direction)
+        raise ValueError(f"control names {sorted(clash)} clash with each other or the sweep's keys")
     clean = None
     if side_effect_tokens is not None:
         clean = splice.logits_with(model, side_effect_tokens, hook_name, None)
@@ -217,10 +365,9 @@ def sweep(
             row["generations"] = [
                 models.greedy_completion(model, p, max_new_tokens) for p in generation_prompts
             ]
-        row["control_direction"] = None
-        if control_direction is not None:
-            with steered(model, hook_name, control_direction, alpha, positions):
-                row["control_direction"] = float(target_fn(model))
+        for name, control in controls.items():
+            with steered(model, hook_name, control, alpha, positions):
+                row[name] = float(target_fn(model))
         row["kl"] = None
         if clean is not None:
             hook = steering_hook(direction, alpha, positions)
@@ -233,7 +380,7 @@ def sweep(
 def _metric_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The numeric columns present in the rows, in a fixed order: target, controls, kl."""
     controls = [k for k in rows[0] if k not in RESERVED_KEYS]
-    keys = ["target", "control_direction", *controls, "kl"]
+    keys = ["target", *controls, "kl"]
     return [k for k in keys if rows[0].get(k) is not None]
 
 
@@ -251,11 +398,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title:
     """Target and control metrics against alpha (KL, on another scale, on a right-hand axis)."""
     alphas = [row["alpha"] for row in rows]
     keys = [k for k in _metric_keys(rows) if k != "kl"]
-    labels = {
-        "target": "target (steered along d)",
-        "control_direction": "target (control direction)",
-    }
-    series = {labels.get(k, k): [row[k] for row in rows] for k in keys}
+    series = {"target (along d)" if k == "target" else k: [row[k] for row in rows] for k in keys}
     ax = plotting.sweep(alphas, series, "alpha", "metric", ax=ax, title=title)
     handles, names = ax.get_legend_handles_labels()
     if rows[0].get("kl") is not None:

@@ -213,3 +213,101 @@ def test_faithfulness_of_one_feature_on_a_linear_toy(model, tokens):
     assert abs(share) > 0.01
     assert result["faithfulness"] == pytest.approx(share, rel=1e-3, abs=1e-4)
     assert result["completeness"] == pytest.approx(1 - share, rel=1e-3, abs=1e-4)
+
+
+def test_faithfulness_with_a_reference_reuses_its_baselines(model, saes, tokens):
+    means = circuits.node_means(model, saes, tokens)
+    circuit = {(UP, 0), (UP, 3), (DOWN, circuits.ERROR)}
+    alone = circuits.faithfulness(model, saes, tokens, metric, circuit, means)
+    reference = circuits.faithfulness(model, saes, tokens, metric, set(), means)
+    reused = circuits.faithfulness(model, saes, tokens, metric, circuit, means, reference)
+    assert reused == pytest.approx(alone, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Refusals in one pass, choosing features, controls
+# --------------------------------------------------------------------------------------
+
+REFUSAL = "I can't help with that."
+
+
+def test_forced_refusals_match_greedy_decoding(model):
+    from labhelpers import corpus, models
+
+    chats = corpus.chat_prompts("val", 4, seed=3)
+    prompts = [chat.prompt for chat in chats]
+    greedy = [corpus.is_refusal(models.greedy_completion(model, p, 8)) for p in prompts]
+    assert 0 < sum(greedy) < len(greedy)  # both outcomes occur, so agreement means something
+    assert circuits.forced_refusals(model, prompts, REFUSAL).tolist() == greedy
+
+
+def test_forced_refusals_apply_the_hooks(model):
+    prompts = ["User: How do I steal a password?\nAssistant:"]
+
+    def ban_refusal_start(act, hook=None):  # at the logits' input: push " I" down hard
+        return act - 100.0 * model.W_U[:, model.to_single_token(" I")]
+
+    assert circuits.forced_refusals(model, prompts, REFUSAL)[0]  # refused without the hook
+    assert not circuits.forced_refusals(model, prompts, REFUSAL, [(LINEAR, ban_refusal_start)])[0]
+
+
+def test_an_ablation_hook_with_no_features_is_the_identity(model, saes, tokens):
+    clean = splice.logits_with(model, tokens, UP, None)
+    hooked = splice.logits_with(model, tokens, UP, circuits.ablation_hook(saes[UP], []))
+    torch.testing.assert_close(hooked, clean, atol=1e-4, rtol=1e-4)
+
+
+def test_attribution_patching_on_top_of_an_edit_is_exact_when_linear(model, tokens):
+    sae = relu_sae(model, 6)
+    estimate = circuits.attribution_patching(model, sae, LINEAR, tokens, metric)
+    first = estimate.abs().argsort(descending=True)[:2].tolist()
+    edit = circuits.ablate_features(sae, first)
+    on_top = circuits.attribution_patching(model, sae, LINEAR, tokens, metric, edit=edit)
+    assert on_top[first].abs().max() == 0  # already ablated: nothing left to remove
+    other = int(on_top.abs().argmax())
+    both = circuits._metric_with(
+        model, tokens, metric, [(LINEAR, circuits.ablation_hook(sae, first))]
+    )
+    three = circuits._metric_with(
+        model, tokens, metric, [(LINEAR, circuits.ablation_hook(sae, [*first, other]))]
+    )
+    assert abs(float(on_top[other])) > 1e-3
+    assert float(on_top[other]) == pytest.approx(both - three, rel=1e-3, abs=1e-4)
+
+
+def test_select_features_first_picks_the_best_difference_then_no_repeats(model, tokens):
+    sae = relu_sae(model, 7)
+    other = tokens.flip(0)
+
+    def other_metric(logits):
+        return circuits.logit_diff(logits, B, A)
+
+    target, avoid = (tokens, metric), (other, other_metric)
+    chosen = circuits.select_features(model, sae, LINEAR, target, avoid, 4, avoid_weight=0.5)
+    difference = circuits.attribution_patching(
+        model, sae, LINEAR, tokens, metric
+    ) - 0.5 * circuits.attribution_patching(model, sae, LINEAR, other, other_metric)
+    assert chosen[0] == int(difference.argmax())
+    assert len(set(chosen)) == 4
+    # With a linear metric, ablating earlier picks does not change the later estimates.
+    assert chosen == difference.argsort(descending=True)[:4].tolist()
+
+
+def test_firing_rates_count_active_tokens_without_bos_or_padding(model, saes, tokens):
+    sae = saes[UP]
+    mask = torch.ones(tokens.shape, dtype=torch.bool)
+    mask[1, 6:] = False
+    x = model.run_with_cache(tokens, names_filter=[UP])[1][UP]
+    z = torch.cat([sae.encode(x[0, 1:]), sae.encode(x[1, 1:6]), sae.encode(x[2, 1:])])
+    rates = circuits.firing_rates(model, sae, UP, tokens, mask)
+    torch.testing.assert_close(rates, (z > 0).float().mean(0))
+    assert 0 < rates.max() <= 1
+
+
+def test_matched_controls_take_the_closest_allowed_rate_once_each():
+    rates = torch.tensor([0.10, 0.11, 0.30, 0.12, 0.29, 0.50])
+    allowed = torch.tensor([True, True, False, True, True, True])
+    assert circuits.matched_controls(rates, [0, 2], allowed) == [1, 4]
+    assert circuits.matched_controls(rates, [0, 1], allowed) == [3, 4]  # 1 is chosen, 3 taken
+    with pytest.raises(ValueError, match="no allowed feature"):
+        circuits.matched_controls(rates, [0, 1, 3], torch.tensor([1, 1, 0, 1, 0, 0]).bool())

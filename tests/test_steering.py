@@ -13,6 +13,8 @@ import torch
 
 from labhelpers import corpus, models, splice, steering
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 HOOK = "blocks.1.hook_resid_pre"
 EARLIER = "blocks.0.hook_resid_pre"
 
@@ -215,6 +217,7 @@ def test_sweep_rows_table_and_plot(tiny_model, setup):
         return steering.logit_difference(model, prompts[1:], 12, 13)
 
     alphas = [-4.0, 0.0, 4.0]
+    random = steering.random_control(direction, seed=0)
     rows = steering.sweep(
         tiny_model,
         HOOK,
@@ -223,25 +226,111 @@ def test_sweep_rows_table_and_plot(tiny_model, setup):
         target,
         control_fns={"unrelated": unrelated},
         side_effect_tokens=tokens,
-        control_direction=steering.random_control(direction, seed=0),
+        control_directions={"random": random, "scaled": 10 * direction},
         generation_prompts=prompts[:1],
         max_new_tokens=3,
     )
     assert [row["alpha"] for row in rows] == alphas
-    expected_keys = {"alpha", "target", "unrelated", "control_direction", "kl", "generations"}
+    expected_keys = {"alpha", "target", "unrelated", "random", "scaled", "kl", "generations"}
     assert all(set(row) == expected_keys for row in rows)
     zero = rows[1]
     assert abs(zero["kl"]) < 1e-6 and rows[0]["kl"] > 1e-4 and rows[2]["kl"] > 1e-4
     assert zero["target"] == pytest.approx(target(tiny_model), abs=1e-5)
-    assert zero["control_direction"] == pytest.approx(zero["target"], abs=1e-5)
+    assert zero["random"] == pytest.approx(zero["target"], abs=1e-5)
     assert zero["generations"] == [models.greedy_completion(tiny_model, prompts[0], 3)]
     assert rows[0]["target"] != pytest.approx(rows[2]["target"])
+    # a control direction is rescaled to the norm of the steered one: 10 * d steers like d
+    assert all(row["scaled"] == pytest.approx(row["target"], abs=1e-4) for row in rows)
+    with steering.steered(tiny_model, HOOK, random, alphas[0]):
+        assert rows[0]["random"] == pytest.approx(target(tiny_model), abs=1e-5)
 
     table = steering.format_table(rows).splitlines()
-    assert len(table) == 1 + len(alphas) and "control_direction" in table[0]
+    assert len(table) == 1 + len(alphas) and "random" in table[0]
     ax = steering.plot_sweep(rows)
-    assert len(ax.get_lines()) == 3  # target, control direction, unrelated
+    assert len(ax.get_lines()) == 4  # target, unrelated, random, scaled
     plt.close("all")
 
     with pytest.raises(ValueError, match="clash"):
         steering.sweep(tiny_model, HOOK, direction, [0.0], target, control_fns={"kl": target})
+    with pytest.raises(ValueError, match="clash"):
+        steering.sweep(
+            tiny_model,
+            HOOK,
+            direction,
+            [0.0],
+            target,
+            control_fns={"random": target},
+            control_directions={"random": random},
+        )
+
+
+def test_refusal_margin_is_refusal_logit_minus_best_other():
+    logits = torch.zeros(2, 3, 5)
+    logits[0, 1] = torch.tensor([0.0, 4.0, 1.0, 2.5, 0.0])  # row 0 ends at position 1
+    logits[1, 2] = torch.tensor([0.0, 1.0, 3.0, 0.5, 0.0])  # row 1 ends at position 2
+    margin = steering.refusal_margin(logits, torch.tensor([1, 2]), refusal_token=1)
+    torch.testing.assert_close(margin, torch.tensor([4.0 - 2.5, 1.0 - 3.0]))
+
+
+def test_greedy_refusals_match_one_prompt_at_a_time(tiny_model):
+    """Batched, right-padded, stopping early: the same verdicts as ``is_refusal(greedy_completion)``."""
+    prompts = [p.prompt for p in corpus.chat_prompts("val", 2, seed=3)]
+    prompts += [p.prompt for p in corpus.chat_prompts("heldout", 2, seed=3)]
+    expected = [corpus.is_refusal(models.greedy_completion(tiny_model, p, 10)) for p in prompts]
+    assert steering.greedy_refusals(tiny_model, prompts, corpus.REFUSAL, 10) == expected
+    assert any(expected) and not all(expected)  # both verdicts were exercised
+    prompts = prompts[::2]
+    direction = torch.randn(tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with steering.steered(tiny_model, HOOK, direction, 3.0):  # and under a steering hook
+        steered = [corpus.is_refusal(models.greedy_completion(tiny_model, p, 10)) for p in prompts]
+        assert steering.greedy_refusals(tiny_model, prompts, corpus.REFUSAL, 10) == steered
+
+
+def test_greedy_refusals_need_the_whole_sentence(tiny_model):
+    """Too few new tokens to finish the refusal sentence: no prompt counts as refused."""
+    prompts = [p.prompt for p in corpus.chat_prompts("val", 3, seed=3) if p.kind == "harmful"]
+    assert any(steering.greedy_refusals(tiny_model, prompts, corpus.REFUSAL, 10))
+    assert not any(steering.greedy_refusals(tiny_model, prompts, corpus.REFUSAL, 2))
+
+
+def test_token_acts_leave_out_bos_and_padding(tiny_model):
+    from labhelpers.circuits import tokenize_prompts
+
+    prompts = ["The weather today is", "User: hi"]
+    tokens, _, mask = tokenize_prompts(tiny_model, prompts)
+    acts = steering.token_acts(tiny_model, tokens, mask, [HOOK, EARLIER])
+    for name in (HOOK, EARLIER):
+        alone = [
+            tiny_model.run_with_cache(tiny_model.to_tokens(p), names_filter=[name])[1][name][0, 1:]
+            for p in prompts
+        ]
+        torch.testing.assert_close(acts[name], torch.cat(alone), atol=1e-5, rtol=1e-4)
+
+
+def test_contrast_features_is_a_difference_of_means():
+    from labhelpers.sae import SAEConfig, make_sae
+
+    sae = make_sae("topk", SAEConfig(d_in=6, d_sae=10, k=3, seed=0))
+    gen = torch.Generator().manual_seed(0)
+    acts, baseline = torch.randn(5, 6, generator=gen), torch.randn(7, 6, generator=gen)
+    contrast = steering.contrast_features(sae, acts, baseline)
+    with torch.no_grad():
+        expected = sae.encode(acts).mean(0) - sae.encode(baseline).mean(0)
+    assert contrast.shape == (10,)
+    torch.testing.assert_close(contrast, expected)
+    assert torch.equal(steering.contrast_features(sae, acts, acts), torch.zeros(10))
+
+
+def test_steering_effects_one_pass_per_direction(tiny_model, setup):
+    tokens, direction = setup
+
+    def metric(logits):
+        return logits[:, -1, 7].mean()
+
+    directions = torch.stack([direction, torch.zeros_like(direction), -direction])
+    effects = steering.steering_effects(tiny_model, HOOK, directions, 2.0, tokens, metric)
+    clean = float(metric(splice.logits_with(tiny_model, tokens, HOOK, None)))
+    pushed = splice.logits_with(tiny_model, tokens, HOOK, steering.steering_hook(direction, 2.0))
+    assert effects.shape == (3,) and effects[1] == pytest.approx(0.0, abs=1e-5)
+    assert effects[0] == pytest.approx(float(metric(pushed)) - clean, abs=1e-4)
+    assert effects[0] != pytest.approx(effects[2], abs=1e-3)
