@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from labhelpers import splice
+from labhelpers.features import firing_rates  # re-exported: controls are matched on it
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -416,21 +417,6 @@ def select_features(
         score[chosen] = -torch.inf
         chosen.append(int(score.argmax()))
     return chosen
-
-
-@torch.no_grad()
-def firing_rates(
-    model: TransformerBridge,
-    sae: SAE,
-    hook_name: str,
-    tokens: torch.Tensor,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``[d_sae]``: the fraction of tokens (BOS and padding excluded) on which each feature fires."""
-    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=[hook_name])
-    keep = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.bool()
-    x = cache[hook_name][:, 1:][keep[:, 1:].to(cache[hook_name].device)]
-    return (sae.encode(x.to(sae.W_enc.dtype)) > 0).float().mean(0).cpu()
 
 
 def matched_controls(

@@ -280,17 +280,23 @@ def token_matches(model: TransformerBridge, tokens: torch.Tensor, pattern: str) 
 
 @torch.no_grad()
 def firing_rates(
-    model: TransformerBridge, sae: SAE, hook_name: str, tokens: torch.Tensor, batch_size: int = 16
+    model: TransformerBridge,
+    sae: SAE,
+    hook_name: str,
+    tokens: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    batch_size: int = 16,
 ) -> torch.Tensor:
-    """``[d_sae]``: the fraction of tokens (BOS excluded) on which each latent fires.
+    """``[d_sae]``: the fraction of tokens on which each latent fires, BOS excluded.
 
-    Computed batch by batch, so the full ``[n_rows, context, d_sae]`` tensor never exists
-    (for GPT-2's 24,576 latents it would not fit in memory).
+    ``mask: [n_rows, context]`` marks real tokens when rows are padded (padding excluded
+    too). Computed batch by batch, so the full ``[n_rows, context, d_sae]`` tensor never
+    exists (for GPT-2's 24,576 latents it would not fit in memory).
     """
-    counts, n = None, 0
+    keep = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.bool().cpu()
+    keep = keep[:, 1:]
+    counts = torch.zeros(sae.W_dec.shape[0])
     for start in range(0, len(tokens), batch_size):
         z = latent_acts(model, sae, hook_name, tokens[start : start + batch_size])[:, 1:]
-        fired = (z > 0).sum((0, 1)).float()
-        counts = fired if counts is None else counts + fired
-        n += z.shape[0] * z.shape[1]
-    return counts / n
+        counts += (z[keep[start : start + batch_size]] > 0).sum(0).float()
+    return counts / keep.sum()
