@@ -246,21 +246,35 @@ class ShuffleBuffer:
             yield from self.source
             return
         ahead: queue.Queue = queue.Queue(maxsize=4)
-        done = object()
+        done, stop = object(), threading.Event()
+
+        def put(item: object) -> bool:
+            # A bounded wait, so that the thread notices when the consumer has stopped.
+            while not stop.is_set():
+                try:
+                    ahead.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def produce() -> None:
             try:
                 for chunk in self.source:
-                    ahead.put(chunk)
+                    if not put(chunk):
+                        return
             except BaseException as error:  # hand the error to the consumer
-                ahead.put(error)
-            ahead.put(done)
+                put(error)
+            put(done)
 
-        threading.Thread(target=produce, daemon=True).start()
-        while (item := ahead.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        threading.Thread(target=produce, daemon=True, name="ShuffleBuffer").start()
+        try:
+            while (item := ahead.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:  # the consumer finished or closed us: let the harvesting thread end
+            stop.set()
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         # Chunks wait in a list and are joined once per refill: concatenating onto the
@@ -269,25 +283,29 @@ class ShuffleBuffer:
         held: torch.Tensor | None = None
         pending: list[torch.Tensor] = []
         n_held = 0
-        for chunk in self._chunks():
-            pending.append(chunk)
-            n_held += len(chunk)
-            if n_held < self.buffer_size:
-                continue
-            held = torch.cat(pending if held is None else [held, *pending])
-            pending = []
-            while len(held) >= self.buffer_size:
+        chunks = self._chunks()
+        try:
+            for chunk in chunks:
+                pending.append(chunk)
+                n_held += len(chunk)
+                if n_held < self.buffer_size:
+                    continue
+                held = torch.cat(pending if held is None else [held, *pending])
+                pending = []
+                while len(held) >= self.buffer_size:
+                    held = held[self._permutation(len(held), held.device)]
+                    n_out = (self.buffer_size // 2) // self.batch_size * self.batch_size
+                    yield from held[:n_out].split(self.batch_size)
+                    held = held[n_out:]
+                n_held = len(held)
+            if held is not None or pending:
+                held = torch.cat(pending if held is None else [held, *pending])
                 held = held[self._permutation(len(held), held.device)]
-                n_out = (self.buffer_size // 2) // self.batch_size * self.batch_size
-                yield from held[:n_out].split(self.batch_size)
-                held = held[n_out:]
-            n_held = len(held)
-        if held is not None or pending:
-            held = torch.cat(pending if held is None else [held, *pending])
-            held = held[self._permutation(len(held), held.device)]
-            for batch in held.split(self.batch_size):
-                if len(batch) == self.batch_size:
-                    yield batch
+                for batch in held.split(self.batch_size):
+                    if len(batch) == self.batch_size:
+                        yield batch
+        finally:  # closing this iterator stops the harvesting thread too
+            chunks.close()
 
     def _permutation(self, n: int, device: torch.device) -> torch.Tensor:
         """A random order of ``n`` rows from the CPU generator: the same on every device."""
@@ -381,10 +399,15 @@ class StreamSource:
     def sample(self, n: int) -> tuple[torch.Tensor]:
         return (self.stats[:n],)
 
+    def close(self) -> None:
+        """Stop the stream: its harvesting thread ends instead of waiting for a reader."""
+        self._iterator.close()  # type: ignore[attr-defined]
+
     def state_dict(self) -> dict[str, int]:
         return {"batches": self.batches}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        self.close()
         self._iterator = iter(self.make_buffer())
         for _ in range(int(state["batches"])):
             next(self._iterator)

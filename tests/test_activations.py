@@ -1,5 +1,8 @@
 """The activation pipeline on the bundled tiny model: hooks, early stop, BOS, buffer, cache, errors."""
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -196,3 +199,24 @@ def test_stream_source_serves_batches_and_resumes_at_the_same_place():
     assert straight.sample(3)[0].shape == (3, 2)
     with pytest.raises(ValueError, match="batches of 20"):
         straight.next_batch(32)
+
+
+def test_closing_a_stream_stops_its_harvesting_thread():
+    def endless():  # a harvest far longer than anyone reads
+        while True:
+            yield torch.zeros(10, 2)
+
+    def harvesting_threads():
+        return [t for t in threading.enumerate() if t.name == "ShuffleBuffer"]
+
+    before = len(harvesting_threads())
+    source = A.StreamSource(lambda: A.ShuffleBuffer(endless(), 40, 10), stats=torch.zeros(5, 2))
+    source.next_batch(10)
+    assert len(harvesting_threads()) == before + 1  # reading ahead, blocked on a full queue
+    source.close()
+    deadline = time.monotonic() + 5
+    while len(harvesting_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(harvesting_threads()) == before
+    with pytest.raises(RuntimeError, match="ran out"):  # a closed stream says so
+        source.next_batch(10)
