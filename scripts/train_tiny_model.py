@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument(
+        "--token-noise",
+        type=float,
+        default=0.0,
+        help="replace this share of non-chat input tokens by random ones (targets stay)",
+    )
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared CPU")
     p.add_argument("--device", default="cpu")
@@ -66,12 +72,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- data and tokenizer
 
 
-def training_texts(train_docs: list, chat_repeat: int) -> list[str]:
-    """Training documents, chat ones repeated ``chat_repeat`` times to weight the behaviour."""
-    texts = []
+def training_texts(train_docs: list, chat_repeat: int) -> tuple[list[str], list[bool]]:
+    """Training documents, chat ones repeated ``chat_repeat`` times to weight the behaviour.
+
+    Also returns, per text, whether input-token noise may touch it: chats stay clean, since
+    a request whose credential word was swapped out would teach "refuse plain requests".
+    """
+    texts, noisable = [], []
     for doc in train_docs:
-        texts.extend([doc.text] * (chat_repeat if doc.domain == "chat" else 1))
-    return texts
+        n = chat_repeat if doc.domain == "chat" else 1
+        texts.extend([doc.text] * n)
+        noisable.extend([doc.domain != "chat"] * n)
+    return texts, noisable
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -120,24 +132,32 @@ def encode_documents(tokenizer, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray([tokenizer.bos_token_id, *row], dtype=np.int32) for row in ids]
 
 
-def epoch_rows(docs: list[np.ndarray], n_ctx: int, generator: torch.Generator) -> torch.Tensor:
-    """Shuffle documents, pack them end to end and cut ``[n_rows, n_ctx]`` training rows."""
+def epoch_rows(
+    docs: list[np.ndarray], noisable: list[bool], n_ctx: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle documents, pack them end to end and cut ``[n_rows, n_ctx]`` training rows.
+
+    Returns the token rows and, aligned with them, which tokens input noise may replace.
+    """
     order = torch.randperm(len(docs), generator=generator).tolist()
     stream = np.concatenate([docs[i] for i in order])
+    flags = np.concatenate([np.full(len(docs[i]), noisable[i]) for i in order])
     n_rows = len(stream) // n_ctx
     rows = torch.from_numpy(stream[: n_rows * n_ctx].astype(np.int64)).view(n_rows, n_ctx)
-    return rows[torch.randperm(n_rows, generator=generator)]
+    may_noise = torch.from_numpy(flags[: n_rows * n_ctx]).view(n_rows, n_ctx)
+    shuffle = torch.randperm(n_rows, generator=generator)
+    return rows[shuffle], may_noise[shuffle]
 
 
-def batches(docs, n_ctx, batch_size, seed, start_step):
-    """Deterministic stream of ``[batch_size, n_ctx]`` batches, skipping ``start_step`` of them."""
+def batches(docs, noisable, n_ctx, batch_size, seed, start_step):
+    """Deterministic stream of ``[batch_size, n_ctx]`` (tokens, may-noise) batches from ``start_step``."""
     generator = torch.Generator().manual_seed(seed)
     step = 0
     while True:
-        rows = epoch_rows(docs, n_ctx, generator)
+        rows, may_noise = epoch_rows(docs, noisable, n_ctx, generator)
         for i in range(0, len(rows) - batch_size + 1, batch_size):
             if step >= start_step:
-                yield rows[i : i + batch_size]
+                yield rows[i : i + batch_size], may_noise[i : i + batch_size]
             step += 1
 
 
@@ -211,7 +231,27 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list[float], flo
     return int(tensors["train.step"][0]), tensors["train.losses"].tolist(), seconds
 
 
-def train(model, docs, args, log) -> dict:
+def noisy_inputs(
+    batch: torch.Tensor, may_noise: torch.Tensor, p: float, vocab_size: int, seed: int, step: int
+) -> torch.Tensor:
+    """``batch`` with a share ``p`` of its ``may_noise`` tokens (never position 0) made random.
+
+    The targets stay the clean tokens, so the model learns to predict the text from a
+    context that holds words it cannot use, the way held-out text holds words it never
+    saw. The noise is seeded by (seed, step): a resumed run draws the same noise.
+    Off by default: at 0.25 it cut the held-out loss from 7.64 to 6.44 nats, but the model
+    then refused 28% of plain validation requests instead of 2% (issue 4's notes).
+    """
+    if p <= 0:
+        return batch
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    swap = (torch.rand(batch.shape, generator=generator) < p) & may_noise
+    swap[:, 0] = False
+    random_ids = torch.randint(0, vocab_size, batch.shape, generator=generator)
+    return torch.where(swap.to(batch.device), random_ids.to(batch.device), batch)
+
+
+def train(model, docs, noisable, args, log) -> dict:
     """AdamW on next-token loss; returns timing and the loss curve (mean per 50 steps)."""
     model.to(args.device).train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -228,15 +268,17 @@ def train(model, docs, args, log) -> dict:
         log(f"resumed from {ckpt} at step {start}")
     t0 = time.time()
     steps_done, window = 0, []
-    for step, batch in enumerate(
-        batches(docs, args.n_ctx, args.batch_size, args.seed, start), start
-    ):
+    stream = batches(docs, noisable, args.n_ctx, args.batch_size, args.seed, start)
+    for step, (batch, may_noise) in enumerate(stream, start):
         if step >= args.steps or (args.bench and time.time() - t0 > args.bench):
             break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args)
         batch = batch.to(args.device)
-        loss = model(input_ids=batch, labels=batch).loss
+        inputs = noisy_inputs(
+            batch, may_noise, args.token_noise, model.config.vocab_size, args.seed, step
+        )
+        loss = model(input_ids=inputs, labels=batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -371,7 +413,8 @@ def write_model_card(metrics: dict, path: Path) -> None:
         f"{a['n_ctx']} tokens, from {t['n_train_docs']:,} training documents "
         f"({t['n_train_tokens']:,} tokens; chat documents repeated {t['chat_repeat']}x).",
         f"- AdamW (weight decay 0.1), peak learning rate {t['lr']}, warm-up {t['warmup']} steps, "
-        f"cosine decay; dropout {t.get('dropout', 0.0)}; seed {t['seed']}.",
+        f"cosine decay; dropout {t.get('dropout', 0.0)}; "
+        f"input-token noise on non-chat documents {t.get('token_noise', 0.0)}; seed {t['seed']}.",
         f"- {t['seconds'] / 60:.1f} minutes on {t['where']} (torch {t['torch']}, "
         f"{t['threads']} threads).",
         "",
@@ -457,7 +500,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     train_docs = corpus.documents("train", args.n_train_docs, seed=args.seed)
-    texts = training_texts(train_docs, args.chat_repeat)
+    texts, noisable = training_texts(train_docs, args.chat_repeat)
     log(f"{len(texts):,} training documents, {sum(map(len, texts)):,} characters")
     tokenizer = train_tokenizer(texts, args.vocab_size)
     train_ids = encode_documents(tokenizer, texts)
@@ -467,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters")
 
-    run = train(model, train_ids, args, log)
+    run = train(model, train_ids, noisable, args, log)
     if args.bench:
         log(f"bench: {run['tokens_this_run'] / run['seconds']:,.0f} tokens/s")
         return
@@ -491,6 +534,7 @@ def main(argv: list[str] | None = None) -> None:
             "chat_repeat": args.chat_repeat,
             "lr": args.lr,
             "dropout": args.dropout,
+            "token_noise": args.token_noise,
             "warmup": args.warmup,
             "seconds": run["seconds"],
             "where": f"{args.device} ({platform.processor() or platform.machine()})",

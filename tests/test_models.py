@@ -299,15 +299,17 @@ def test_metrics_describe_the_committed_model(tiny_model, metrics):
 
 def test_training_script_is_deterministic_and_resumes_exactly(tmp_path):
     script = _load_script()
-    texts = [d.text for d in corpus.documents("train", 200)]
+    texts, noisable = script.training_texts(corpus.documents("train", 200), chat_repeat=2)
     common = ["--d-model", "32", "--n-layer", "1", "--n-head", "2", "--n-ctx", "32"]
     common += ["--batch-size", "4", "--steps", "3", "--warmup", "1", "--checkpoint-every", "2"]
+    common += ["--token-noise", "0.2"]
 
     def run(folder):
         args = script.parse_args([*common, "--checkpoint-dir", str(tmp_path / folder)])
         tok = script.train_tokenizer(texts, 300)
         model = script.build_model(args, len(tok), tok.bos_token_id)
-        script.train(model, script.encode_documents(tok, texts), args, log=lambda _: None)
+        ids = script.encode_documents(tok, texts)
+        script.train(model, ids, noisable, args, log=lambda _: None)
         return tok, model
 
     tok_a, model_a = run("a")
@@ -318,9 +320,28 @@ def test_training_script_is_deterministic_and_resumes_exactly(tmp_path):
     # Run "a" left a checkpoint at step 2; a fresh model resumes from it to step 3.
     args = script.parse_args([*common, "--checkpoint-dir", str(tmp_path / "a")])
     resumed = script.build_model(args, len(tok_a), tok_a.bos_token_id)
-    script.train(resumed, script.encode_documents(tok_a, texts), args, log=lambda _: None)
+    ids = script.encode_documents(tok_a, texts)
+    script.train(resumed, ids, noisable, args, log=lambda _: None)
     state_r = resumed.state_dict()
     assert all(torch.equal(v, state_r[k]) for k, v in model_a.state_dict().items())
+
+
+def test_token_noise_spares_chats_and_position_zero():
+    script = _load_script()
+    texts, noisable = script.training_texts(corpus.documents("train", 300), chat_repeat=2)
+    domains = [d.domain for d in corpus.documents("train", 300)]
+    assert len(texts) == len(domains) + domains.count("chat")
+    assert sum(noisable) == len(domains) - domains.count("chat")
+    batch = torch.arange(1, 4097).view(32, 128)  # distinct ids: any change shows
+    may_noise = torch.zeros(32, 128, dtype=torch.bool)
+    may_noise[:16] = True  # the first half of the rows come from non-chat documents
+    noisy = script.noisy_inputs(batch, may_noise, 0.25, 8192, seed=0, step=7)
+    changed = noisy != batch
+    assert not changed[16:].any() and not changed[:, 0].any()
+    assert 0.2 < changed[:16, 1:].float().mean() < 0.3
+    assert torch.equal(noisy, script.noisy_inputs(batch, may_noise, 0.25, 8192, seed=0, step=7))
+    assert not torch.equal(noisy, script.noisy_inputs(batch, may_noise, 0.25, 8192, seed=0, step=8))
+    assert script.noisy_inputs(batch, may_noise, 0.0, 8192, seed=0, step=7) is batch
 
 
 def test_every_greedy_token_is_the_argmax_of_a_full_forward_pass(tiny_model):
