@@ -328,10 +328,17 @@ def test_training_script_is_deterministic_and_resumes_exactly(tmp_path):
 
 def test_token_noise_spares_chats_and_position_zero():
     script = _load_script()
-    texts, noisable = script.training_texts(corpus.documents("train", 300), chat_repeat=2)
-    domains = [d.domain for d in corpus.documents("train", 300)]
-    assert len(texts) == len(domains) + domains.count("chat")
-    assert sum(noisable) == len(domains) - domains.count("chat")
+    docs = corpus.documents("train", 300)
+    texts, noisable = script.training_texts(docs, chat_repeat=2)
+    expanded = [d for d in docs for _ in range(2 if d.domain == "chat" else 1)]
+    assert texts == [d.text for d in expanded]
+    assert noisable == [d.domain != "chat" for d in expanded]
+    # Packing keeps each token's flag with it: document 1 (flagged) is all 1s, document 2 all 2s.
+    packed = [np.full(3, 1, dtype=np.int32), np.full(5, 2, dtype=np.int32)] * 4
+    rows, may_noise = script.epoch_rows(
+        packed, [True, False] * 4, 4, torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(may_noise, rows == 1)
     batch = torch.arange(1, 4097).view(32, 128)  # distinct ids: any change shows
     may_noise = torch.zeros(32, 128, dtype=torch.bool)
     may_noise[:16] = True  # the first half of the rows come from non-chat documents
