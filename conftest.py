@@ -13,3 +13,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
+
+# nbval gives a cell's last outputs a hard-coded 5 s to arrive after the kernel has replied
+# (computationalmodelling/nbval#136). On a busy two-core CI machine that wait ran out after
+# notebook 04's long training cell; a minute costs nothing when the kernel is prompt.
+NBVAL_OUTPUT_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    from nbval.plugin import IPyNbCell
+
+    for item in items:
+        if isinstance(item, IPyNbCell):
+            item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S

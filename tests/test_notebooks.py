@@ -74,3 +74,19 @@ def test_readme_maps_every_notebook_and_uses_the_repo_url():
         readme,
     )
     assert badges and set(badges) == {env.REPO_URL.removeprefix("https://github.com/")}
+
+
+def test_nbval_waits_long_enough_for_a_cells_last_outputs():
+    """The root conftest raises nbval's 5 s wait for trailing outputs on every notebook cell."""
+
+    class Recorder:
+        def __init__(self):
+            self.timeouts = []
+
+        def pytest_collection_finish(self, session):
+            self.timeouts += [item.output_timeout for item in session.items]
+
+    recorder = Recorder()
+    path = str(NOTEBOOKS[0])
+    assert pytest.main(["--collect-only", "-q", path], plugins=[recorder]) == 0
+    assert recorder.timeouts and min(recorder.timeouts) >= 30
