@@ -32,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from labhelpers import env, models
+from labhelpers.packing import pack
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -109,22 +110,14 @@ def default_texts(split: str = "train") -> Iterator[str]:
 
 def pack_tokens(texts: Iterable[str], tokenizer: Any, context: int) -> Iterator[torch.Tensor]:
     """Tokenize ``texts`` and pack them into rows of ``context`` tokens: BOS, then ``context - 1``
-    tokens of running text with documents separated by EOS. Yields ``[context]`` int64 tensors.
-
-    Packing wastes no compute on padding; the BOS at the start of every row gives each row
-    the same kind of first position, which ``harvest`` then drops.
+    tokens of running text with documents separated by EOS (``packing.pack``). Yields
+    ``[context]`` int64 tensors; ``harvest`` drops the BOS position.
     """
-    if context < 2:
-        raise ValueError(f"context must be at least 2 (BOS plus one token), got {context}")
     bos = tokenizer.bos_token_id
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else bos
-    pending: list[int] = []
-    for text in texts:
-        pending.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        pending.append(eos)
-        while len(pending) >= context - 1:
-            row, pending = pending[: context - 1], pending[context - 1 :]
-            yield torch.tensor([bos, *row], dtype=torch.long)
+    ids = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts)
+    for row in pack(ids, context, np.int64(bos), np.int64(eos)):
+        yield torch.from_numpy(row)
 
 
 def token_rows(texts: Iterable[str], tokenizer: Any, context: int, n_rows: int) -> torch.Tensor:

@@ -44,6 +44,7 @@ is a prefix of ``documents(split, 2 * n)`` and generation is fast and memory-lig
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from collections import Counter
@@ -55,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from labhelpers import corpus_words as words
+from labhelpers.packing import pack
 
 __all__ = [
     "CHAT_KINDS",
@@ -533,26 +535,20 @@ def labelled_rows(
     """
     bos = tokenizer.bos_token_id
     eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else bos
-    no_labels = np.zeros((1, len(CONCEPTS)), dtype=bool)
-    tokens = np.zeros((n_rows, context), dtype=np.int64)
-    labels = np.zeros((n_rows, context, len(CONCEPTS)), dtype=bool)
-    ids: list[int] = []
-    marks: list[np.ndarray] = []
-    row = 0
-    for doc in iter_documents(split, 10 * n_rows * context, seed=seed):
+
+    def ids_and_labels(doc: Document) -> np.ndarray:  # [n_tokens, 1 + len(CONCEPTS)]
         enc = tokenizer(doc.text, add_special_tokens=False, return_offsets_mapping=True)
-        ids += [*enc["input_ids"], eos]
-        marks += [token_labels(doc, enc["offset_mapping"]), no_labels]
-        flat = np.concatenate(marks)
-        while len(ids) >= context - 1 and row < n_rows:
-            tokens[row] = [bos, *ids[: context - 1]]
-            labels[row, 1:] = flat[: context - 1]
-            ids, flat = ids[context - 1 :], flat[context - 1 :]
-            row += 1
-        marks = [flat]
-        if row == n_rows:
-            return tokens, labels
-    raise ValueError(f"split {split!r} ran out of documents after {row} rows")
+        return np.column_stack([enc["input_ids"], token_labels(doc, enc["offset_mapping"])])
+
+    def special(token_id: int) -> np.ndarray:  # BOS and EOS carry no concept
+        return np.array([token_id] + [0] * len(CONCEPTS), dtype=np.int64)
+
+    docs = map(ids_and_labels, iter_documents(split, 10 * n_rows * context, seed=seed))
+    rows = list(itertools.islice(pack(docs, context, special(bos), special(eos)), n_rows))
+    if len(rows) < n_rows:
+        raise ValueError(f"split {split!r} ran out of documents after {len(rows)} rows")
+    packed = np.stack(rows)
+    return packed[..., 0], packed[..., 1:].astype(bool)
 
 
 # --------------------------------------------------------------------------------------

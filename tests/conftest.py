@@ -20,3 +20,17 @@ def one_thread():
 def tiny_model():
     """The bundled tiny model, loaded once per test session (offline, CPU)."""
     return models.load_model("tiny", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def random_tokens(tiny_model):
+    """``random_tokens(n_rows, n_ctx, seed=0)``: seeded random token rows ``[n_rows, n_ctx]``
+    that start with BOS, as every row the model sees does."""
+
+    def make(n_rows: int, n_ctx: int, seed: int = 0) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        tokens = torch.randint(1, tiny_model.cfg.d_vocab, (n_rows, n_ctx), generator=gen)
+        tokens[:, 0] = tiny_model.tokenizer.bos_token_id
+        return tokens
+
+    return make

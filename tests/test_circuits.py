@@ -27,11 +27,8 @@ def model(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def tokens(model):
-    gen = torch.Generator().manual_seed(0)
-    tokens = torch.randint(1, model.cfg.d_vocab, (3, 10), generator=gen)
-    tokens[:, 0] = model.tokenizer.bos_token_id
-    return tokens
+def tokens(random_tokens):
+    return random_tokens(3, 10)
 
 
 def relu_sae(model, seed):

@@ -10,10 +10,8 @@ HOOK = "blocks.1.hook_resid_pre"
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model):
-    torch.manual_seed(0)
-    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (2, 12))
-    tokens[:, 0] = tiny_model.tokenizer.bos_token_id
+def setup(tiny_model, random_tokens):
+    tokens = random_tokens(2, 12)
     sae = TopKSAE(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=4 * tiny_model.cfg.d_model, k=8))
     return tokens, sae
 

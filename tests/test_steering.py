@@ -20,11 +20,9 @@ EARLIER = "blocks.0.hook_resid_pre"
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model):
-    torch.manual_seed(0)
-    tokens = torch.randint(1, tiny_model.cfg.d_vocab, (2, 10))
-    tokens[:, 0] = tiny_model.tokenizer.bos_token_id
-    direction = torch.randn(tiny_model.cfg.d_model)
+def setup(tiny_model, random_tokens):
+    tokens = random_tokens(2, 10)
+    direction = torch.randn(tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     return tokens, direction
 
 
