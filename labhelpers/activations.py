@@ -23,7 +23,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +175,28 @@ def harvest(
         if exclude_bos:
             acts = acts[:, 1:]
         yield acts.reshape(-1, acts.shape[-1]).float()
+
+
+@torch.no_grad()
+def token_acts(
+    model: TransformerBridge,
+    tokens: torch.Tensor,
+    hook_names: Sequence[str],
+    mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Activations ``[n_real_tokens, d]`` at each of ``hook_names``, from one forward pass.
+
+    tokens: ``[batch, pos]``; mask: ``[batch, pos]``, True for real tokens (right-padded
+    prompts, see ``circuits.tokenize_prompts``), or None when every token is real. BOS
+    (position 0) and padding are left out; tokens come in row-major order, so row ``i`` of
+    every result is the same token.
+    """
+    for name in hook_names:
+        check_hook(model, name)
+    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hook_names))
+    keep = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.bool().clone()
+    keep[:, 0] = False
+    return {name: cache[name][keep.to(cache[name].device)] for name in hook_names}
 
 
 def collect(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from labhelpers import splice
+from labhelpers import activations, splice
 from labhelpers.features import firing_rates  # re-exported: controls are matched on it
 
 if TYPE_CHECKING:
@@ -155,13 +155,10 @@ def node_means(
     ``saes`` maps hook names to SAEs. Position 0 (BOS) is left out, as in the splice;
     ``mask: [batch, pos]`` (True for real tokens) leaves out padding as well.
     """
-    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(saes))
-    keep = torch.ones(tokens.shape, dtype=torch.bool) if mask is None else mask.bool()
-    keep = keep[:, 1:].reshape(-1)
+    acts = activations.token_acts(model, tokens, list(saes), mask)
     means = {}
     for name, sae in saes.items():
-        x = cache[name][:, 1:].reshape(-1, sae.cfg.d_in)[keep.to(cache[name].device)]
-        x = x.to(sae.W_enc.dtype)
+        x = acts[name].to(sae.W_enc.dtype)
         z = sae.encode(x)
         means[name] = (z.mean(0), (x - sae.decode(z)).mean(0))
     return means

@@ -229,13 +229,13 @@ def unit_activations(
     basis directions, each in both signs (a direction can carry a concept either way), so
     all three are scored by the same "unit > threshold" rule.
     """
+    from labhelpers.activations import token_acts
+
     device = next(sae.parameters()).device
     out: dict[str, list[torch.Tensor]] = {"SAE latent": [], "MLP neuron": [], "residual basis": []}
     for start in range(0, len(tokens), batch_size):
-        batch = tokens[start : start + batch_size].to(model.cfg.device)
-        _, cache = model.run_with_cache(batch, names_filter=[hook_name, neuron_hook])
-        resid = cache[hook_name][:, 1:].reshape(-1, cache[hook_name].shape[-1]).float()
-        neurons = cache[neuron_hook][:, 1:].reshape(-1, cache[neuron_hook].shape[-1]).float()
+        acts = token_acts(model, tokens[start : start + batch_size], [hook_name, neuron_hook])
+        resid, neurons = acts[hook_name].float(), acts[neuron_hook].float()
         out["SAE latent"].append(sae.encode(resid.to(device)).cpu())
         out["MLP neuron"].append(neurons.cpu())
         out["residual basis"].append(torch.cat([resid, -resid], dim=1).cpu())

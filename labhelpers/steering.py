@@ -21,7 +21,7 @@ also records:
 
 Choosing what to steer, and measuring it cheaply
 ------------------------------------------------
-``token_acts`` and ``contrast_features`` find *candidate* features (those that fire more
+``activations.token_acts`` and ``contrast_features`` find *candidate* features (those that fire more
 where a concept is present); ``steering_effects`` tests each candidate by intervening,
 with a smooth one-pass metric such as ``refusal_margin`` (refusal token's logit minus the
 best other token's). ``greedy_refusals`` gives the greedy refusal verdicts of a whole list
@@ -248,21 +248,6 @@ def _refusal_verdict(
     if done or not refusal.startswith(text):
         return False
     return None
-
-
-@torch.no_grad()
-def token_acts(
-    model: TransformerBridge, tokens: torch.Tensor, mask: torch.Tensor, hook_names: Sequence[str]
-) -> dict[str, torch.Tensor]:
-    """Activations ``[n_real_tokens, d]`` at each hook, from one forward pass over ``tokens``.
-
-    tokens, mask: ``[batch, pos]`` (right-padded, see ``circuits.tokenize_prompts``). BOS and
-    padding are left out, as everywhere in the course.
-    """
-    _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=list(hook_names))
-    keep = mask.bool().clone()
-    keep[:, 0] = False
-    return {name: cache[name][keep.to(cache[name].device)] for name in hook_names}
 
 
 @torch.no_grad()

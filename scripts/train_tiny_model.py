@@ -66,6 +66,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--card-only", action="store_true", help="rewrite MODEL_CARD.md from metrics.json"
     )
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="re-measure the model saved in --out (no training): metrics.json and the card",
+    )
     return p.parse_args(argv)
 
 
@@ -331,31 +336,43 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, args, log) -> d
             docs = train_sample
         else:
             docs = corpus.documents(split, args.n_eval_docs, seed=args.seed)
-        all_losses, by_domain, by_concept, ids = [], {}, {}, []
+        all_losses, ids = [], []
+        by_domain: dict[str, list] = {}  # domain -> [(losses, ids)] per document
+        by_concept: dict[str, list] = {}  # concept -> [(losses, ids)] of its tokens
         for doc in docs:
             losses, offsets = token_losses(bridge, tokenizer, doc.text, args.n_ctx)
+            doc_ids = np.asarray(
+                tokenizer(doc.text, add_special_tokens=False)["input_ids"][: len(losses)]
+            )
             all_losses.append(losses)
-            by_domain.setdefault(doc.domain, []).append(losses)
+            ids.append(doc_ids)
+            by_domain.setdefault(doc.domain, []).append((losses, doc_ids))
             if split == "heldout":
-                ids.append(
-                    tokenizer(doc.text, add_special_tokens=False)["input_ids"][: len(losses)]
-                )
                 labels = np.asarray(corpus.token_labels(doc, offsets))
                 for c, concept in enumerate(corpus.CONCEPTS):
                     mask = concept_mask(labels, c)
                     if mask.any():
-                        by_concept.setdefault(concept, []).append(losses[mask])
+                        by_concept.setdefault(concept, []).append((losses[mask], doc_ids[mask]))
         out["loss"][split] = float(np.concatenate(all_losses).mean())
         if split == "heldout":
+            # Each group's loss beside the unigram baseline on the same tokens: a domain the
+            # model learned sits far below its baseline, one it only memorised does not.
+            def loss_and_baseline(pairs: list) -> dict:
+                group_ids = np.concatenate([i for _, i in pairs])
+                return {
+                    "loss": float(np.concatenate([v for v, _ in pairs]).mean()),
+                    "unigram": unigram_loss(train_ids, group_ids, len(tokenizer)),
+                    "n_tokens": len(group_ids),
+                }
+
             out["heldout_loss_by_domain"] = {
-                d: float(np.concatenate(v).mean()) for d, v in sorted(by_domain.items())
+                d: loss_and_baseline(v) for d, v in sorted(by_domain.items())
             }
             out["heldout_loss_by_concept"] = {
-                c: {"loss": float(np.concatenate(v).mean()), "n_tokens": int(sum(map(len, v)))}
-                for c, v in by_concept.items()
+                c: loss_and_baseline(v) for c, v in by_concept.items()
             }
             out["unigram_baseline_heldout"] = unigram_loss(
-                train_ids, np.concatenate([np.asarray(i) for i in ids]), len(tokenizer)
+                train_ids, np.concatenate(ids), len(tokenizer)
             )
         log(f"{split} loss {out['loss'][split]:.3f}")
     for split in ("val", "heldout"):
@@ -384,6 +401,17 @@ def concept_mask(labels: np.ndarray, c: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- model card
+
+
+def group_table(kind: str, groups: dict) -> list[str]:
+    """Markdown rows: loss, unigram baseline and their ratio for each domain or concept."""
+    rows = [f"| {kind} | loss | unigram | loss / unigram | tokens |", "|---|---|---|---|---|"]
+    for name, g in groups.items():
+        rows.append(
+            f"| {name} | {g['loss']:.3f} | {g['unigram']:.3f} | {g['loss'] / g['unigram']:.2f} "
+            f"| {g['n_tokens']:,} |"
+        )
+    return rows
 
 
 def write_model_card(metrics: dict, path: Path) -> None:
@@ -432,20 +460,12 @@ def write_model_card(metrics: dict, path: Path) -> None:
         f"| {ev['loss']['train']:.3f} | {ev['loss']['val']:.3f} | {ev['loss']['heldout']:.3f} "
         f"| {ev['unigram_baseline_heldout']:.3f} |",
         "",
-        "Held-out loss by document domain:",
+        "Held-out loss by document domain, and by concept (the tokens `corpus.token_labels`",
+        "marks), each beside the unigram baseline on the same tokens:",
         "",
-        "| domain | loss |",
-        "|---|---|",
-        *[f"| {d} | {v:.3f} |" for d, v in ev["heldout_loss_by_domain"].items()],
+        *group_table("domain", ev["heldout_loss_by_domain"]),
         "",
-        "Held-out loss by concept (mean loss on the tokens `corpus.token_labels` marks):",
-        "",
-        "| concept | loss | tokens |",
-        "|---|---|---|",
-        *[
-            f"| {c} | {v['loss']:.3f} | {v['n_tokens']:,} |"
-            for c, v in ev["heldout_loss_by_concept"].items()
-        ],
+        *group_table("concept", ev["heldout_loss_by_concept"]),
         "",
         "## Refusal behaviour",
         "",
@@ -485,6 +505,11 @@ def write_model_card(metrics: dict, path: Path) -> None:
 # ---------------------------------------------------------------- main
 
 
+def write_metrics(metrics: dict, out: Path) -> None:
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
+    write_model_card(metrics, out / "MODEL_CARD.md")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.card_only:
@@ -499,13 +524,31 @@ def main(argv: list[str] | None = None) -> None:
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
+    saved = None
+    if args.eval_only:  # the saved model's own training set-up, whatever the flags say
+        saved = json.loads((args.out / "metrics.json").read_text())
+        for key in ("seed", "n_train_docs", "chat_repeat"):
+            setattr(args, key, saved["training"][key])
+        args.n_ctx = saved["architecture"]["n_ctx"]
     train_docs = corpus.documents("train", args.n_train_docs, seed=args.seed)
     texts, noisable = training_texts(train_docs, args.chat_repeat)
     log(f"{len(texts):,} training documents, {sum(map(len, texts)):,} characters")
-    tokenizer = train_tokenizer(texts, args.vocab_size)
+    if saved is None:
+        tokenizer = train_tokenizer(texts, args.vocab_size)
+    else:
+        tokenizer = models.load_tokenizer(str(args.out))
+        tokenizer.model_max_length = 10**30  # as trained: no "sequence too long" warnings
     train_ids = encode_documents(tokenizer, texts)
     n_train_tokens = int(sum(len(d) for d in train_ids))
     log(f"tokenizer: {len(tokenizer)} tokens; corpus: {n_train_tokens:,} tokens")
+    if saved is not None:
+        bridge = models.load_model(str(args.out), device="cpu")
+        saved["eval"] = evaluate(
+            bridge, tokenizer, corpus, train_docs[: args.n_eval_docs], train_ids, args, log
+        )
+        saved["n_eval_prompts"], saved["n_eval_docs"] = args.n_eval_prompts, args.n_eval_docs
+        write_metrics(saved, args.out)
+        return
     model = build_model(args, len(tokenizer), tokenizer.bos_token_id)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {n_params:,} parameters")
@@ -556,8 +599,7 @@ def main(argv: list[str] | None = None) -> None:
             for split in corpus.SPLITS
         },
     }
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    write_model_card(metrics, args.out / "MODEL_CARD.md")
+    write_metrics(metrics, args.out)
     log(f"wrote {args.out / 'metrics.json'} and MODEL_CARD.md")
 
 

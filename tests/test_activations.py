@@ -35,6 +35,33 @@ def test_pack_tokens_makes_bos_rows_of_running_text(tiny_model, texts):
     assert packed == stream[: len(packed)] and len(stream) - len(packed) < CONTEXT - 1
 
 
+def test_token_acts_leave_out_bos_and_padding(tiny_model):
+    HOOK, EARLIER = "blocks.1.hook_resid_pre", "blocks.0.hook_mlp_out"
+    from labhelpers.circuits import tokenize_prompts
+
+    prompts = ["The weather today is", "User: hi"]
+    tokens, _, mask = tokenize_prompts(tiny_model, prompts)
+    acts = A.token_acts(tiny_model, tokens, [HOOK, EARLIER], mask)
+    for name in (HOOK, EARLIER):
+        alone = [
+            tiny_model.run_with_cache(tiny_model.to_tokens(p), names_filter=[name])[1][name][0, 1:]
+            for p in prompts
+        ]
+        torch.testing.assert_close(acts[name], torch.cat(alone), atol=1e-5, rtol=1e-4)
+
+
+def test_token_acts_without_a_mask_drop_only_bos(tiny_model, random_tokens):
+    tokens = random_tokens(2, 9)
+    (acts,) = A.token_acts(tiny_model, tokens, ["blocks.2.hook_resid_pre"]).values()
+    (expected,) = A.harvest(tiny_model, "blocks.2.hook_resid_pre", [tokens])
+    torch.testing.assert_close(acts.float(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_token_acts_name_a_wrong_hook(tiny_model, random_tokens):
+    with pytest.raises(KeyError, match="hook_resid_pree"):
+        A.token_acts(tiny_model, random_tokens(1, 4), ["blocks.1.hook_resid_pree"])
+
+
 @pytest.mark.parametrize(
     "hook",
     [

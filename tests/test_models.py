@@ -23,7 +23,7 @@ from labhelpers import corpus, env, models
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-N_PROMPTS_PER_KIND = 20  # held-out refusal sample for the tests (the model card uses 100)
+N_PROMPTS_PER_KIND = 20  # refusal sample per kind for the tests (the model card uses 50)
 
 
 def _load_script():
@@ -292,6 +292,37 @@ def test_metrics_describe_the_committed_model(tiny_model, metrics):
     assert f"{metrics['eval']['loss']['heldout']:.3f}" in card
     assert f"{metrics['eval']['unigram_baseline_heldout']:.3f}" in card
     assert f"{metrics['training']['tokens_trained']:,}" in card
+
+
+def test_card_reports_each_heldout_domain_beside_its_unigram_baseline(metrics):
+    card = (models.TINY_MODEL_DIR / "MODEL_CARD.md").read_text()
+    for group in ("heldout_loss_by_domain", "heldout_loss_by_concept"):
+        for name, g in metrics["eval"][group].items():
+            ratio = g["loss"] / g["unigram"]
+            assert f"| {name} | {g['loss']:.3f} | {g['unigram']:.3f} | {ratio:.2f} |" in card
+
+
+def test_each_domains_baseline_is_the_unigram_loss_of_that_domains_tokens(tiny_model, tokenizer):
+    """``evaluate`` on a small sample: the per-domain baselines match a hand computation."""
+    import argparse
+
+    script = _load_script()
+    train_ids = script.encode_documents(tokenizer, [d.text for d in corpus.documents("train", 300)])
+    args = argparse.Namespace(n_eval_docs=12, n_eval_prompts=1, seed=0, n_ctx=tiny_model.cfg.n_ctx)
+    train_sample = corpus.documents("train", 3)
+    ev = script.evaluate(tiny_model, tokenizer, corpus, train_sample, train_ids, args, print)
+    by_domain = {}
+    for doc in corpus.documents("heldout", 12):
+        ids = tokenizer(doc.text, add_special_tokens=False)["input_ids"][: tiny_model.cfg.n_ctx - 1]
+        by_domain.setdefault(doc.domain, []).extend(ids)
+    assert set(ev["heldout_loss_by_domain"]) == set(by_domain)
+    for domain, ids in by_domain.items():
+        got = ev["heldout_loss_by_domain"][domain]
+        assert got["n_tokens"] == len(ids)
+        assert got["unigram"] == pytest.approx(
+            script.unigram_loss(train_ids, np.asarray(ids), len(tokenizer))
+        )
+        assert 0 < got["loss"] < 20
 
 
 # ---------------------------------------------------------------- the training script

@@ -291,20 +291,6 @@ def test_greedy_refusals_need_the_whole_sentence(tiny_model):
     assert not any(steering.greedy_refusals(tiny_model, prompts, corpus.REFUSAL, 2))
 
 
-def test_token_acts_leave_out_bos_and_padding(tiny_model):
-    from labhelpers.circuits import tokenize_prompts
-
-    prompts = ["The weather today is", "User: hi"]
-    tokens, _, mask = tokenize_prompts(tiny_model, prompts)
-    acts = steering.token_acts(tiny_model, tokens, mask, [HOOK, EARLIER])
-    for name in (HOOK, EARLIER):
-        alone = [
-            tiny_model.run_with_cache(tiny_model.to_tokens(p), names_filter=[name])[1][name][0, 1:]
-            for p in prompts
-        ]
-        torch.testing.assert_close(acts[name], torch.cat(alone), atol=1e-5, rtol=1e-4)
-
-
 def test_contrast_features_is_a_difference_of_means():
     from labhelpers.sae import SAEConfig, make_sae
 
