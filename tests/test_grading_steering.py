@@ -2,13 +2,10 @@
 
 import numpy as np
 import pytest
+from grading_contract import contract_tests
 
 from labhelpers import steering
 from labhelpers.grading import steering as checks
-
-
-def _stub(*args):
-    raise NotImplementedError
 
 
 def _steer_in_place(act, direction, alpha, positions):
@@ -44,28 +41,9 @@ CHECKS = {
 }
 
 
-@pytest.mark.parametrize("check", list(CHECKS), ids=lambda c: c.__name__)
-def test_passes_on_reference(check, capsys):
-    check(CHECKS[check][0])
-    assert "passed" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize("check", list(CHECKS), ids=lambda c: c.__name__)
-def test_stub_is_not_implemented(check):
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        check(_stub)
-
-
-@pytest.mark.parametrize(
-    ("check", "index"),
-    [(c, i) for c in CHECKS for i in range(len(CHECKS[c][1]))],
-    ids=lambda v: v.__name__ if callable(v) else str(v),
+test_passes_on_reference, test_stub_is_not_implemented, test_names_each_mistake = contract_tests(
+    CHECKS
 )
-def test_names_each_mistake(check, index):
-    _, wrong_fns, names = CHECKS[check]
-    with pytest.raises(AssertionError) as error:
-        check(wrong_fns[index])
-    assert names[index] in str(error.value)
 
 
 def test_the_references_agree_with_the_library():

@@ -4,31 +4,32 @@ import re
 
 import numpy as np
 import pytest
+from grading_contract import contract_tests
 
 from labhelpers import grading
 from labhelpers.grading import warmup
 
-CHECKS = {
-    "check_cosine": warmup.reference_cosine,
-    "check_superpose": warmup.reference_superpose,
-    "check_sae_objective": warmup.reference_sae_objective,
-    "check_top_k_sparse": warmup.reference_top_k_sparse,
-    "check_add_scaled_direction": warmup.reference_add_scaled_direction,
-    "check_ablation_effect": warmup.reference_ablation_effect,
+REFERENCES = {
+    grading.check_cosine: warmup.reference_cosine,
+    grading.check_superpose: warmup.reference_superpose,
+    grading.check_sae_objective: warmup.reference_sae_objective,
+    grading.check_top_k_sparse: warmup.reference_top_k_sparse,
+    grading.check_add_scaled_direction: warmup.reference_add_scaled_direction,
+    grading.check_ablation_effect: warmup.reference_ablation_effect,
 }
 
 # One wrong implementation per named mistake, written independently of the Mistake objects.
 MISTAKES = {
-    "check_cosine": [
+    grading.check_cosine: [
         ("the raw dot product", lambda a, b: float(a @ b)),
         ("a division by only one norm", lambda a, b: float(a @ b / np.sqrt(a @ a))),
         ("a division by squared norms", lambda a, b: float(a @ b / ((a @ a) * (b @ b)))),
     ],
-    "check_superpose": [
+    grading.check_superpose: [
         ("the directions summed without their coefficients", lambda D, c: D.sum(0)),
         ("a sum over the wrong axis", lambda D, c: (D * c[:, None]).sum(1)),
     ],
-    "check_sae_objective": [
+    grading.check_sae_objective: [
         ("an L2 penalty", lambda t, r, z, lam: float(((t - r) ** 2).mean() + lam * (z * z).sum())),
         (
             "a summed (not mean) squared error",
@@ -43,43 +44,31 @@ MISTAKES = {
             lambda t, r, z, lam: float(((t - r) ** 2).mean() + abs(z).sum()),
         ),
     ],
-    "check_top_k_sparse": [
+    grading.check_top_k_sparse: [
         ("the k *smallest* values kept", lambda v, k: np.where(v <= np.sort(v)[k - 1], v, 0.0)),
         ("only the kept values returned", lambda v, k: -np.sort(-v)[:k]),
         ("a selection by magnitude", lambda v, k: np.where(abs(v) >= np.sort(abs(v))[-k], v, 0.0)),
     ],
-    "check_add_scaled_direction": [
+    grading.check_add_scaled_direction: [
         ("the direction subtracted", lambda v, d, s: v - s * d),
         ("the activation scaled instead of the direction", lambda v, d, s: v * s + d),
     ],
-    "check_ablation_effect": [
+    grading.check_ablation_effect: [
         ("the effect with its sign reversed", lambda f, x, n: f(dict(x, **{n: 0.0})) - f(x)),
         ("the score after ablation instead of the change", lambda f, x, n: f(dict(x, **{n: 0.0}))),
     ],
 }
 
 
-@pytest.mark.parametrize("name", CHECKS)
-def test_check_passes_on_reference(name, capsys):
-    getattr(grading, name)(CHECKS[name])
-    assert capsys.readouterr().out.startswith(f"✓ {name} passed")
+# Each mistake is kept next to its name above; the contract takes them as two lists.
+CHECKS = {
+    check: (reference, [fn for _, fn in MISTAKES[check]], [name for name, _ in MISTAKES[check]])
+    for check, reference in REFERENCES.items()
+}
 
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_check_says_not_implemented_on_stub(name):
-    def stub(*args):
-        raise NotImplementedError("exercise: replace this line with your code")
-
-    with pytest.raises(AssertionError, match="not implemented yet"):
-        getattr(grading, name)(stub)
-
-
-@pytest.mark.parametrize(
-    ("name", "mistake", "wrong"), [(n, m, f) for n, ms in MISTAKES.items() for m, f in ms]
+test_passes_on_reference, test_stub_is_not_implemented, test_names_each_mistake = contract_tests(
+    CHECKS
 )
-def test_check_names_each_known_mistake(name, mistake, wrong):
-    with pytest.raises(AssertionError, match="looks like " + re.escape(mistake)):
-        getattr(grading, name)(wrong)
 
 
 def test_check_rejects_an_unknown_wrong_answer():
