@@ -27,12 +27,11 @@ def pack(
     """
     if context < 2:
         raise ValueError(f"context must be at least 2 (BOS plus one token), got {context}")
-    bos, eos = np.asarray(bos)[None], np.asarray(eos)[None]
-    pending = np.empty((0, *bos.shape[1:]), dtype=bos.dtype)
+    bos, eos = np.asarray(bos), np.asarray(eos)
+    pending = np.empty((0, *bos.shape), dtype=bos.dtype)
     for doc in docs:
-        pending = np.concatenate(
-            [pending, np.asarray(doc, dtype=bos.dtype).reshape(-1, *bos.shape[1:]), eos]
-        )
+        doc = np.asarray(doc, dtype=bos.dtype).reshape(-1, *bos.shape)  # an empty one too
+        pending = np.concatenate([pending, doc, eos[None]])
         while len(pending) >= context - 1:
-            yield np.concatenate([bos, pending[: context - 1]])
+            yield np.concatenate([bos[None], pending[: context - 1]])
             pending = pending[context - 1 :]
