@@ -25,4 +25,8 @@ def pytest_collection_modifyitems(items: list) -> None:
 
     for item in items:
         if isinstance(item, IPyNbCell):
+            if not hasattr(item, "output_timeout"):
+                raise RuntimeError(
+                    "nbval no longer has IPyNbCell.output_timeout: update conftest.py"
+                )
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
