@@ -22,6 +22,18 @@ import pytest
 Checks = dict[Callable, tuple[Callable | list[Callable], list[Callable], list[str]]]
 
 
+def checks_from_pairs(
+    references: dict[Callable, Callable | list[Callable]],
+    mistakes: dict[Callable, list[tuple[str, Callable]]],
+) -> Checks:
+    """``CHECKS`` from references and mistakes kept as ``(name, wrong_fn)`` pairs, so each
+    name can sit next to its wrong answer in the test file."""
+    return {
+        check: (reference, [fn for _, fn in mistakes[check]], [name for name, _ in mistakes[check]])
+        for check, reference in references.items()
+    }
+
+
 def _stub(*args):
     raise NotImplementedError("exercise: replace this line with your code")  # as in the notebooks
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from grading_contract import contract_tests
+from grading_contract import checks_from_pairs, contract_tests
 
 from labhelpers import grading
 from labhelpers import numpy_sae as ns
@@ -146,11 +146,7 @@ MISTAKES = {
 }
 
 
-# Each mistake is kept next to its name above; the contract takes them as two lists.
-CHECKS = {
-    check: (reference, [fn for _, fn in MISTAKES[check]], [name for name, _ in MISTAKES[check]])
-    for check, reference in REFERENCES.items()
-}
+CHECKS = checks_from_pairs(REFERENCES, MISTAKES)
 
 test_passes_on_reference, test_stub_is_not_implemented, test_names_each_mistake = contract_tests(
     CHECKS

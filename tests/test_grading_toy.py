@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from grading_contract import contract_tests
+from grading_contract import checks_from_pairs, contract_tests
 
 from labhelpers import grading
 
@@ -123,11 +123,7 @@ MISTAKES = {
 }
 
 
-# Each mistake is kept next to its name above; the contract takes them as two lists.
-CHECKS = {
-    check: (rights, [fn for _, fn in MISTAKES[check]], [name for name, _ in MISTAKES[check]])
-    for check, rights in RIGHT_ANSWERS.items()
-}
+CHECKS = checks_from_pairs(RIGHT_ANSWERS, MISTAKES)
 
 test_passes_on_reference, test_stub_is_not_implemented, test_names_each_mistake = contract_tests(
     CHECKS
