@@ -67,8 +67,11 @@ def test_claims_are_asserted_and_outputs_saved(notebook):
 
 def test_readme_maps_every_notebook_and_uses_the_repo_url():
     readme = (env.REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    # A markdown table ends at the first line that is not a row, so the map must be one block.
+    tables = re.findall(r"(?:^\|.*\n)+", readme, flags=re.MULTILINE)
+    (notebook_map,) = [t for t in tables if "| notebook |" in t]
     for path in NOTEBOOKS:
-        assert path.name in readme, f"README's notebook map lacks {path.name}"
+        assert f"| `{path.name}` |" in notebook_map, f"README's notebook map lacks {path.name}"
     badges = re.findall(
         r"https://(?:mybinder\.org/v2/gh|colab\.research\.google\.com/github)/([^/]+/[^/]+)/",
         readme,
