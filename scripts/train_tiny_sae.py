@@ -1,7 +1,8 @@
 """Train the small TopK SAEs bundled in data/tiny_sae/ (SAELens layout), one per hook.
 
 Notebooks 05-07 load these, so none of them needs notebook 04 to have run. The settings
-are notebook 04's quick profile; the same seed gives the same SAEs on the same machine.
+are notebook 04's quick profile (tests/test_train_tiny_sae.py keeps the two equal); the
+same seed gives the same SAEs on the same machine.
 
     python scripts/train_tiny_sae.py                       # the three residual hooks below
     python scripts/train_tiny_sae.py --hooks blocks.2.hook_resid_pre

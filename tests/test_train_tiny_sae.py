@@ -1,0 +1,60 @@
+"""scripts/train_tiny_sae.py trains the bundled SAEs with notebook 04's quick settings.
+
+The settings are written twice on purpose: the notebook shows its learner every number
+in one table, and the script must run without the notebook. These tests keep the two
+copies, and the SAEs committed in data/tiny_sae, from drifting apart.
+"""
+
+import ast
+import json
+
+import nbformat
+import pytest
+from train_tiny_sae import HOOKS, OUT, SETTINGS
+
+from labhelpers import env
+
+NOTEBOOK = env.REPO_ROOT / "notebooks" / "04_sae_on_gpt2.ipynb"
+
+
+def quick_sizes(source: str) -> dict:
+    """The ``"quick": dict(...)`` entry of the ``SIZES = {...}[PROFILE]`` table in ``source``."""
+    for node in ast.walk(ast.parse(source)):
+        is_sizes = isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SIZES"
+        if is_sizes and isinstance(node.value, ast.Subscript):
+            table = node.value.value  # SIZES = {...}[PROFILE]: the dict being indexed
+            for key, value in zip(table.keys, table.values):
+                if ast.literal_eval(key) == "quick":
+                    return {kw.arg: ast.literal_eval(kw.value) for kw in value.keywords}
+    raise LookupError("no SIZES table with a 'quick' entry")
+
+
+def notebook_sizes() -> dict:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    cells = [c.source for c in notebook.cells if c.cell_type == "code" and "SIZES = {" in c.source]
+    assert len(cells) == 1, "notebook 04 should set its sizes in one cell"
+    return quick_sizes(cells[0])
+
+
+def test_script_settings_are_notebook_04s_quick_profile():
+    sizes = notebook_sizes()
+    assert {key: sizes[key] for key in SETTINGS} == SETTINGS
+    assert sizes["hook"] in HOOKS
+    assert sizes["model"] == "tiny"
+
+
+def test_quick_sizes_reads_the_table_it_is_given():
+    source = 'SIZES = {"quick": dict(k=3, hook="a"), "full": dict(k=9)}[PROFILE]'
+    assert quick_sizes(source) == {"k": 3, "hook": "a"}
+    with pytest.raises(LookupError):
+        quick_sizes("SIZES = 1")
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_bundled_sae_was_trained_with_these_settings(hook):
+    metrics = json.loads((OUT / hook / "metrics.json").read_text())
+    assert metrics["settings"] == SETTINGS
+    config = json.loads((OUT / hook / "cfg.json").read_text())
+    assert config["metadata"]["hook_name"] == hook
+    assert config["d_sae"] == SETTINGS["d_sae"]
+    assert config["metadata"]["labhelpers"]["config"]["k"] == SETTINGS["k"]
