@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from labhelpers.sae import ARCHITECTURES, SAE, SAEConfig
@@ -115,9 +116,14 @@ def _expected_shapes(name: str, d_in: int, d_sae: int) -> dict[str, tuple[int, .
 
 def _read_cfg(path: Path) -> dict[str, Any]:
     cfg_path = path / CFG_FILENAME
+    if not path.is_dir():
+        raise FileNotFoundError(f"No saved SAE at {path}: expected a folder with {CFG_FILENAME}.")
     if not cfg_path.exists():
         raise SAEFormatError(f"no {CFG_FILENAME} in {path}")
-    cfg = json.loads(cfg_path.read_text())
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as error:
+        raise SAEFormatError(f"{cfg_path} is not valid JSON ({error})") from error
     for key in ("architecture", "d_in", "d_sae"):
         if key not in cfg:
             raise SAEFormatError(f"{cfg_path}: missing required field {key!r}")
@@ -157,8 +163,8 @@ def _our_name_and_config(cfg: dict[str, Any]) -> tuple[str, SAEConfig]:
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
     """Load an SAE saved by :func:`save_sae` (or by SAELens, for the shared architectures).
 
-    Raises :class:`SAEFormatError` naming the field when a key is missing or a tensor has
-    the wrong shape.
+    Raises :class:`SAEFormatError` naming the file and the field when a key is missing, a
+    tensor has the wrong shape or holds NaN, or a file is damaged.
     """
     path = Path(path)
     cfg = _read_cfg(path)
@@ -166,7 +172,10 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
     weights_path = path / WEIGHTS_FILENAME
     if not weights_path.exists():
         raise SAEFormatError(f"no {WEIGHTS_FILENAME} in {path}")
-    tensors = load_file(str(weights_path))
+    try:
+        tensors = load_file(str(weights_path))
+    except SafetensorError as error:
+        raise SAEFormatError(f"{weights_path} is damaged and cannot be read ({error})") from error
     for key, shape in _expected_shapes(name, sae_cfg.d_in, sae_cfg.d_sae).items():
         if key not in tensors:
             raise SAEFormatError(f"{weights_path}: missing tensor {key!r} for a {name} SAE")
@@ -175,6 +184,8 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
                 f"{weights_path}: tensor {key!r} has shape {tuple(tensors[key].shape)}, "
                 f"expected {shape} (d_in={sae_cfg.d_in}, d_sae={sae_cfg.d_sae})"
             )
+        if not torch.isfinite(tensors[key]).all():
+            raise SAEFormatError(f"{weights_path}: tensor {key!r} holds NaN or inf")
     sae = ARCHITECTURES[name](sae_cfg)
     if name == "gated":
         tensors["b_enc"] = tensors.pop("b_gate")

@@ -56,12 +56,14 @@ def resolve(name: str) -> str:
                 "Rebuild it with `python scripts/train_tiny_model.py`."
             )
         return str(TINY_MODEL_DIR)
-    return name
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+        raise FileNotFoundError(f"No model directory at {Path(name).expanduser().resolve()}.")
+    return str(Path(name).expanduser()) if name.startswith("~") else name
 
 
 def is_local(name: str) -> bool:
     """True when ``name`` is ``"tiny"`` or a directory on disk (no network needed)."""
-    return name == "tiny" or Path(name).is_dir()
+    return name == "tiny" or Path(name).expanduser().is_dir()
 
 
 @contextlib.contextmanager

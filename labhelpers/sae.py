@@ -109,6 +109,11 @@ class SAE(nn.Module):
     # --- the two halves -------------------------------------------------------------
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., d_in] -> pre-activations [..., d_sae]."""
+        if x.shape[-1] != self.cfg.d_in:
+            raise ValueError(
+                f"this SAE reads activations of width d_in={self.cfg.d_in}, got shape "
+                f"{tuple(x.shape)}: is it the SAE for this hook point and this model?"
+            )
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc

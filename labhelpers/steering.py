@@ -79,9 +79,16 @@ def steering_hook(direction: torch.Tensor, alpha: float, positions: Positions = 
     a list of ints (see the module docstring for how this meets the KV cache).
     """
     _check_positions(positions)
+    if direction.ndim != 1:
+        raise ValueError(f"direction must be one vector [d], got shape {tuple(direction.shape)}")
     direction = direction.detach()  # steering is inference: no gradient into W_dec
 
     def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        if act.shape[-1] != direction.shape[0]:
+            raise ValueError(
+                f"the activations have width {act.shape[-1]}, the steering direction "
+                f"{direction.shape[0]}: take the direction from an SAE trained at this hook"
+            )
         if act.shape[1] == 1:  # a cached generation step: the newest token alone
             where = slice(None) if positions is None else slice(0, 0)
         else:

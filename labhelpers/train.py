@@ -16,9 +16,15 @@ A data source is any object with ``next_batch(batch_size) -> [batch, d_in]``,
 ``state_dict()`` and ``load_state_dict()`` (see :class:`TensorSource` and
 ``labhelpers.synthetic.SyntheticSource``).
 
-A checkpoint is a folder with ``trainer.safetensors`` (SAE weights, Adam moments, the
-dead-latent counters, the resampling RNG state as uint8) and ``trainer.json`` (step,
-input scale, data position, history, configs). No pickles.
+A checkpoint is a folder with ``trainer.safetensors``: the SAE weights, Adam moments, the
+dead-latent counters and the resampling RNG state (as uint8) as tensors, and the step,
+input scale, data position, history and configs as JSON in the file's metadata. One file
+replaced by one rename, so a run killed while saving keeps its previous checkpoint.
+``trainer.json`` beside it is a copy of that JSON for people to read. No pickles.
+
+A loss that turns NaN or inf stops training with a ``FloatingPointError`` that says
+whether the inputs or the optimisation were to blame, and a checkpoint is never
+overwritten by weights that are not finite.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
+import os
 import signal
 import threading
 from collections import defaultdict
@@ -35,7 +43,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from labhelpers import metrics
@@ -43,6 +52,9 @@ from labhelpers.io import save_sae
 from labhelpers.sae import SAE
 
 __all__ = ["DataSource", "TensorSource", "TrainConfig", "Trainer", "train_sae"]
+
+CHECKPOINT_FILE = "trainer.safetensors"
+SUMMARY_FILE = "trainer.json"
 
 
 class DataSource(Protocol):
@@ -141,6 +153,11 @@ class Trainer:
         self.history: dict[str, list[float]] = defaultdict(list)
         self.input_scale = 1.0
         stats = source.sample(cfg.stats_samples)[0].to(sae.W_enc)
+        if not torch.isfinite(stats).all():
+            raise ValueError(
+                "The training activations hold NaN or inf (seen in the sample that sets the "
+                "input scale): find where they come from before training an SAE on them."
+            )
         if cfg.normalize_inputs:
             self.input_scale = float((sae.cfg.d_in / stats.pow(2).sum(-1).mean()).sqrt())
         if cfg.init_b_dec_to_mean:
@@ -194,10 +211,24 @@ class Trainer:
                     dead_fraction=float(self.dead_mask().float().mean()),
                     lr=self.lr_at(step),
                 )
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(self._non_finite_message(x, row["loss"]))
             for name, value in row.items():
                 self.history[name].append(value)
             return row
         return None
+
+    def _non_finite_message(self, x: torch.Tensor, loss: float) -> str:
+        if not torch.isfinite(x).all():
+            cause = (
+                "This batch of inputs holds NaN or inf: check the activations with torch.isfinite."
+            )
+        else:
+            cause = (
+                "This batch of inputs is finite, so an earlier one was not or training diverged: "
+                f"check the activations, or try a lower lr (now {self.cfg.lr}) or set grad_clip."
+            )
+        return f"The loss is {loss} at step {self.step}. {cause} Saved checkpoints predate it."
 
     @torch.no_grad()
     def resample_dead(self, x: torch.Tensor) -> int:
@@ -289,6 +320,11 @@ class Trainer:
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the complete training state to the folder ``path``."""
         path = Path(path)
+        if not all(torch.isfinite(p).all() for p in self.sae.parameters()):
+            raise FloatingPointError(
+                f"Not saving step {self.step} to {path}: the SAE's weights hold NaN or inf "
+                "(any checkpoint already there is kept)."
+            )
         path.mkdir(parents=True, exist_ok=True)
         tensors = {f"sae.{k}": v.detach().cpu() for k, v in self.sae.state_dict().items()}
         optim = self.optimizer.state_dict()
@@ -297,9 +333,6 @@ class Trainer:
                 tensors[f"optim.{index}.{key}"] = value.detach().cpu()
         tensors["steps_since_fired"] = self.steps_since_fired.cpu()
         tensors["rng_state"] = self.rng.get_state()
-        save_file(
-            {k: v.contiguous() for k, v in tensors.items()}, str(path / "trainer.safetensors")
-        )
         scalars = {
             "step": self.step,
             "input_scale": self.input_scale,
@@ -310,18 +343,21 @@ class Trainer:
             "sae_config": self.sae.cfg.to_dict(),
             "architecture": type(self.sae).__name__,
         }
-        (path / "trainer.json").write_text(json.dumps(scalars, indent=1))
+        text = json.dumps(scalars, indent=1)
+        tensors = {k: v.contiguous() for k, v in tensors.items()}
+        _replace(
+            path / CHECKPOINT_FILE, lambda f: save_file(tensors, f, metadata={"trainer": text})
+        )
+        _replace(path / SUMMARY_FILE, lambda f: Path(f).write_text(text))
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore the state written by :meth:`save_checkpoint` into this trainer."""
-        path = Path(path)
-        scalars: dict[str, Any] = json.loads((path / "trainer.json").read_text())
+        scalars, tensors = _read_checkpoint(Path(path))
         if scalars["architecture"] != type(self.sae).__name__:
             raise ValueError(
                 f"checkpoint is for a {scalars['architecture']}, not a {type(self.sae).__name__}"
             )
-        tensors = load_file(str(path / "trainer.safetensors"))
         self.sae.load_state_dict(
             {k.removeprefix("sae."): v for k, v in tensors.items() if k.startswith("sae.")}
         )
@@ -339,6 +375,31 @@ class Trainer:
         self.input_scale = scalars["input_scale"]
         self.source.load_state_dict(scalars["source"])
         self.history = defaultdict(list, scalars["history"])
+
+
+def _replace(target: Path, write: Callable[[str], Any]) -> None:
+    """Write ``target`` through a temporary file and one rename: readers see old or new, whole."""
+    partial = target.with_name(target.name + ".partial")
+    write(str(partial))
+    os.replace(partial, target)
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON state and the tensors of the checkpoint in folder ``path``, or a clear error."""
+    file = path / CHECKPOINT_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"No checkpoint in {path}: expected {CHECKPOINT_FILE} there.")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            text = (f.metadata() or {}).get("trainer")
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except SafetensorError as error:
+        raise ValueError(f"{file} is damaged and cannot be read ({error}).") from error
+    if text is None:
+        raise ValueError(
+            f"{file} holds no trainer state: Trainer.save_checkpoint did not write it."
+        )
+    return json.loads(text), tensors
 
 
 def train_sae(sae: SAE, source: DataSource, cfg: TrainConfig) -> dict[str, list[float]]:

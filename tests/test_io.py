@@ -148,3 +148,32 @@ def test_bundled_tiny_saes_load_and_fit_the_bundled_model(tiny_model, layer):
         fvu = metrics.fvu(acts, sae.decode(z))
     assert metrics.l0(z) == 32 and fvu < 0.25, fvu
     assert sae_lens.SAE.load_from_disk(str(path)).cfg.d_sae == sae.cfg.d_sae
+
+
+def test_a_damaged_weights_file_is_named(tmp_path):
+    save_sae(_trained_looking("topk"), tmp_path)
+    weights = tmp_path / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # a download or copy cut short
+    with pytest.raises(SAEFormatError, match=r"sae_weights\.safetensors is damaged"):
+        load_sae(tmp_path)
+
+
+def test_a_config_that_is_not_json_is_named(tmp_path):
+    save_sae(_trained_looking("topk"), tmp_path)
+    (tmp_path / "cfg.json").write_text('{"architecture": "topk",')
+    with pytest.raises(SAEFormatError, match=r"cfg\.json is not valid JSON"):
+        load_sae(tmp_path)
+
+
+def test_nan_weights_are_refused(tmp_path):
+    save_sae(_trained_looking("topk"), tmp_path)
+    tensors = load_file(str(tmp_path / "sae_weights.safetensors"))
+    tensors["b_dec"][3] = float("nan")
+    save_file(tensors, str(tmp_path / "sae_weights.safetensors"))
+    with pytest.raises(SAEFormatError, match="'b_dec' holds NaN"):
+        load_sae(tmp_path)
+
+
+def test_a_missing_folder_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No saved SAE at"):
+        load_sae(tmp_path / "no-such-sae")

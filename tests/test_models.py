@@ -84,6 +84,11 @@ def test_unreachable_hub_model_says_what_to_do():
         models.load_model("sae-lab/no-such-model", device="cpu")
 
 
+def test_a_local_path_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No model directory at .*no-such-model"):
+        models.load_model(str(tmp_path / "no-such-model"), device="cpu")
+
+
 def test_offline_restores_the_environment(monkeypatch):
     import huggingface_hub.constants as hub_constants
 

@@ -40,6 +40,14 @@ def test_shapes(name):
     assert sae.encode(_x()).shape == (32, D_SAE)
 
 
+def test_activations_of_the_wrong_width_are_refused():
+    sae = _sae("topk")
+    with pytest.raises(ValueError, match=f"d_in={D_IN}, got shape \\(5, 7\\)"):
+        sae.encode(torch.randn(5, 7))
+    with pytest.raises(ValueError, match="d_in"):
+        sae(torch.randn(5, D_IN + 1))
+
+
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_gradients_reach_every_parameter(name):
     sae = _sae(name, threshold_init=0.05, bandwidth=1.0)

@@ -99,6 +99,15 @@ def test_negative_positions_are_refused(setup):
         steering.steering_hook(direction, 1.0, slice(-3, None))
 
 
+def test_a_direction_of_the_wrong_width_is_refused(tiny_model, setup):
+    tokens, direction = setup
+    with pytest.raises(ValueError, match="one vector"):
+        steering.steering_hook(direction[None], 1.0)
+    hook = steering.steering_hook(direction[:-1], 1.0)
+    with pytest.raises(ValueError, match=f"width {direction.shape[0]}, the steering direction"):
+        splice.logits_with(tiny_model, tokens, HOOK, hook)
+
+
 def test_the_context_manager_steers_inside_and_cleans_up_after(tiny_model, setup):
     tokens, direction = setup
     clean = splice.logits_with(tiny_model, tokens, HOOK, None)

@@ -6,6 +6,7 @@ import signal
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from labhelpers import metrics
 from labhelpers.io import load_sae
@@ -199,3 +200,81 @@ def test_periodic_checkpoints(tmp_path):
     cfg.checkpoint_dir, cfg.checkpoint_every = str(tmp_path / "ckpt"), 15
     Trainer(sae, source, cfg).run(until=20)
     assert json.loads((tmp_path / "ckpt" / "trainer.json").read_text())["step"] == 15
+
+
+class _NaNAt:
+    """A data source whose ``n``-th batch is NaN: a broken activation cache, say."""
+
+    def __init__(self, source, n):
+        self.source, self.n, self.calls = source, n, 0
+
+    def next_batch(self, batch_size):
+        self.calls += 1
+        batch = self.source.next_batch(batch_size)
+        return torch.full_like(batch, float("nan")) if self.calls == self.n else batch
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+
+def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    sae, source, cfg = _setup("topk")
+    cfg.checkpoint_dir, cfg.checkpoint_every = str(tmp_path / "ckpt"), 2
+    with pytest.raises(FloatingPointError, match="Not saving step 4"):
+        Trainer(sae, _NaNAt(source, 3), cfg).run()  # weights go NaN at step 3
+    resumed = Trainer(*_setup("topk")[:2], cfg)
+    resumed.load_checkpoint(tmp_path / "ckpt")
+    assert resumed.step == 2
+    assert all(torch.isfinite(p).all() for p in resumed.sae.parameters())
+
+
+@pytest.mark.parametrize(
+    ("bad_batch", "cause"),
+    [(5, "This batch of inputs holds NaN"), (3, "This batch of inputs is finite, so an earlier")],
+)
+def test_a_nan_loss_names_its_likely_cause(bad_batch, cause):
+    sae, source, cfg = _setup("topk")  # logs every 5 steps, where the loss is checked
+    with pytest.raises(FloatingPointError, match=f"The loss is nan at step 5. {cause}"):
+        Trainer(sae, _NaNAt(source, bad_batch), cfg).run()
+
+
+def test_nan_in_the_activations_is_caught_before_training():
+    data = torch.randn(256, 8)
+    data[17, 2] = float("inf")
+    sae, _, cfg = _setup("topk")
+    with pytest.raises(ValueError, match="hold NaN or inf"):
+        Trainer(sae, TensorSource(data), cfg)
+
+
+def test_a_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    sae, source, cfg = _setup("topk")
+    trainer = Trainer(sae, source, cfg)
+    trainer.run(until=5)
+    trainer.save_checkpoint(tmp_path)
+    trainer.run(until=10)
+
+    def killed_while_writing(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 100)  # part of a file, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("labhelpers.train.save_file", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(tmp_path)
+    monkeypatch.undo()
+    resumed = Trainer(*_setup("topk")[:2], cfg)
+    resumed.load_checkpoint(tmp_path)
+    assert resumed.step == 5
+
+
+def test_a_damaged_or_missing_checkpoint_is_named(tmp_path):
+    sae, source, cfg = _setup("topk")
+    with pytest.raises(FileNotFoundError, match="No checkpoint in"):
+        Trainer(sae, source, cfg).load_checkpoint(tmp_path / "nothing-here")
+    Trainer(sae, source, cfg).save_checkpoint(tmp_path)
+    (tmp_path / "trainer.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"trainer\.safetensors is damaged"):
+        Trainer(sae, source, cfg).load_checkpoint(tmp_path)
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "trainer.safetensors"))
+    with pytest.raises(ValueError, match="holds no trainer state"):
+        Trainer(sae, source, cfg).load_checkpoint(tmp_path)
