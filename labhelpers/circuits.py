@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+from tqdm.auto import tqdm
 
 from labhelpers import activations, splice
 from labhelpers.features import firing_rates  # re-exported: controls are matched on it
@@ -214,17 +215,20 @@ def ablation_effects(
     mode: str = "zero",
     means: torch.Tensor | None = None,
     features_per_pass: int = 1,
+    progress: bool = True,
 ) -> torch.Tensor:
     """``metric(clean) - metric(feature ablated)`` for each feature, one at a time: ``[n_features]``.
 
     One forward pass per feature over the whole batch. With ``features_per_pass > 1``,
     that many copies of the batch go through the model together, copy j with feature j
     ablated: fewer, larger passes, which pays off on a GPU more than on one CPU thread.
+    ``progress`` shows a bar over the features.
     """
     clean = _metric_with(model, tokens, metric, [])
     features = torch.as_tensor(features, dtype=torch.long).tolist()
     n = tokens.shape[0]
     effects = []
+    bar = tqdm(total=len(features), desc="ablating", leave=False, disable=not progress)
     for start in range(0, len(features), features_per_pass):
         chunk = features[start : start + features_per_pass]
         edits = [ablate_features(sae, [f], mode, means) for f in chunk]
@@ -238,6 +242,8 @@ def ablation_effects(
                 tokens.repeat(len(chunk), 1).to(model.cfg.device), fwd_hooks=[(hook_name, hook)]
             )
         effects += [clean - float(metric(part)) for part in logits.split(n)]
+        bar.update(len(chunk))
+    bar.close()
     return torch.tensor(effects)
 
 
@@ -393,6 +399,7 @@ def select_features(
     mode: str = "zero",
     means: torch.Tensor | None = None,
     avoid_weight: float = 1.0,
+    progress: bool = True,
 ) -> list[int]:
     """Greedily choose ``n`` features whose ablation lowers ``target``'s metric but not ``avoid``'s.
 
@@ -402,9 +409,10 @@ def select_features(
     ``effect_target - avoid_weight * effect_avoid``, and adds the best. Re-estimating after
     each choice lets a feature that merely duplicates a chosen one fall back. Returns the
     features in the order chosen; test each prefix with real ablations on other prompts.
+    ``progress`` shows a bar over the ``n`` choices.
     """
     chosen: list[int] = []
-    for _ in range(n):
+    for _ in tqdm(range(n), desc=f"choosing at {hook_name}", leave=False, disable=not progress):
         edit = ablate_features(sae, chosen, mode, means)
         effects = [
             attribution_patching(model, sae, hook_name, tokens, metric, mode, means, edit)

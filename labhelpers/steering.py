@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from labhelpers import models, plotting, splice
 
@@ -327,6 +328,7 @@ def sweep(
     generation_prompts: Sequence[str] = (),
     positions: Positions = None,
     max_new_tokens: int = 20,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Steer with ``alpha * direction`` for each alpha and measure; one row (a dict) per alpha.
 
@@ -335,7 +337,8 @@ def sweep(
     ``control_directions`` name (``target_fn`` steered along that direction, rescaled to
     the norm of ``direction``); ``kl``, the mean KL(unsteered || steered) on
     ``side_effect_tokens`` ``[batch, pos]`` (None without them); and ``generations``,
-    the steered greedy completions of ``generation_prompts``.
+    the steered greedy completions of ``generation_prompts``. ``progress`` shows a bar over
+    the alphas.
     """
     control_fns = dict(control_fns or {})
     controls = {k: equal_norm(direction, d) for k, d in (control_directions or {}).items()}
@@ -348,7 +351,9 @@ def sweep(
         clean = splice.logits_with(model, side_effect_tokens, hook_name, None)
 
     rows = []
-    for alpha in alphas:
+    for alpha in tqdm(
+        alphas, desc="steering sweep", unit="alpha", leave=False, disable=not progress
+    ):
         row: dict[str, Any] = {"alpha": float(alpha)}
         with steered(model, hook_name, direction, alpha, positions):
             row["target"] = float(target_fn(model))

@@ -327,3 +327,11 @@ def test_steering_effects_one_pass_per_direction(tiny_model, setup):
     assert effects.shape == (3,) and effects[1] == pytest.approx(0.0, abs=1e-5)
     assert effects[0] == pytest.approx(float(metric(pushed)) - clean, abs=1e-4)
     assert effects[0] != pytest.approx(effects[2], abs=1e-3)
+
+
+def test_the_sweep_shows_progress_only_when_asked(tiny_model, setup, capsys):
+    _, direction = setup
+    for progress in (True, False):
+        steering.sweep(tiny_model, HOOK, direction, [0.0, 1.0], lambda m: 0.0, progress=progress)
+        shown = "steering sweep" in capsys.readouterr().err
+        assert shown == progress
