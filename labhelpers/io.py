@@ -11,11 +11,16 @@ A saved SAE is a folder with two files:
   ``W_dec [d_sae, d_in]``, ``b_dec [d_in]``, plus ``threshold [d_sae]`` for JumpReLU
   (and BatchTopK, which SAELens stores as a JumpReLU), or ``b_gate``, ``r_mag``, ``b_mag``
   for Gated (whose gate bias is our ``b_enc``).
+
+Public SAEs (the full profile's ``gpt2-small-res-jb``) come from SAELens's directory
+through :func:`load_pretrained_sae`, which also fixes the one way their inputs differ
+from the bridge's activations (see :class:`CentredInput`).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,16 @@ from safetensors.torch import load_file, save_file
 
 from labhelpers.sae import ARCHITECTURES, SAE, SAEConfig
 
-__all__ = ["CFG_FILENAME", "WEIGHTS_FILENAME", "SAEFormatError", "load_sae", "save_sae"]
+__all__ = [
+    "CFG_FILENAME",
+    "WEIGHTS_FILENAME",
+    "CentredInput",
+    "SAEFormatError",
+    "load_pretrained_sae",
+    "load_sae",
+    "save_sae",
+    "trained_on_centred_stream",
+]
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -203,3 +217,74 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
             sae.r_mag.copy_(tensors["r_mag"])
             sae.b_mag.copy_(tensors["b_mag"])
     return sae.to(device).eval()
+
+
+class CentredInput(torch.nn.Module):
+    """An SAE that subtracts each input vector's mean over ``d_in`` before encoding.
+
+    HookedTransformer's default processing (``center_writing_weights``) makes every vector
+    written to the residual stream mean-zero over ``d_model``, so SAEs trained on it never
+    saw that mean; the bridge runs the model as published, whose residual stream keeps it.
+    Layer norm subtracts the same mean before anything reads the stream, so the model's
+    computation is identical in both: centring the input is all an SAE needs. ``decode``
+    returns the centred reconstruction; spliced in, the mean goes to the error term.
+    """
+
+    def __init__(self, sae: torch.nn.Module):
+        super().__init__()
+        self.sae = sae
+        self.cfg = sae.cfg
+
+    @property
+    def W_enc(self) -> torch.Tensor:  # [d_in, d_sae]
+        return self.sae.W_enc
+
+    @property
+    def W_dec(self) -> torch.Tensor:  # [d_sae, d_in]
+        return self.sae.W_dec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_sae]
+        return self.sae.encode(x - x.mean(dim=-1, keepdim=True))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:  # [..., d_sae] -> [..., d_in]
+        return self.sae.decode(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def trained_on_centred_stream(sae: Any) -> bool:
+    """Whether a SAELens SAE's model was loaded with ``center_writing_weights`` on.
+
+    SAELens records the keyword arguments it loaded the model with
+    (``from_pretrained_no_processing(**kwargs)``) in ``cfg.metadata``.
+    """
+    metadata = getattr(sae.cfg, "metadata", None)
+    kwargs = getattr(metadata, "model_from_pretrained_kwargs", None) or {}
+    return bool(kwargs.get("center_writing_weights", False))
+
+
+def load_pretrained_sae(
+    release: str, sae_id: str, device: str | torch.device = "cpu"
+) -> torch.nn.Module:
+    """A public SAE from SAELens's directory, e.g. ``("gpt2-small-res-jb", "blocks.8.hook_resid_pre")``.
+
+    Wrapped in :class:`CentredInput` when it was trained on a centred residual stream, so
+    that it reads the bridge's activations as it read HookedTransformer's. Needs the
+    network once (or SAELens's cache); without it the error says to use the quick profile.
+    """
+    import sae_lens
+
+    try:
+        with warnings.catch_warnings():  # its advice is for HookedTransformer; CentredInput is ours
+            warnings.filterwarnings("ignore", message=".*non-empty model_from_pretrained_kwargs")
+            sae = sae_lens.SAE.from_pretrained(release, sae_id, device=str(device))
+    except Exception as error:  # no network, no cache, or a misspelt release / id
+        raise RuntimeError(
+            f"Could not load the public SAE {release!r} / {sae_id!r} "
+            f"({type(error).__name__}: {error}). It needs the network once, to download it; "
+            "without it, run the course on the bundled tiny model and its SAEs: set "
+            "LAB_PROFILE=quick."
+        ) from error
+    sae.eval()
+    return CentredInput(sae) if trained_on_centred_stream(sae) else sae

@@ -1,6 +1,7 @@
 """Tests for labhelpers.io: round trips, SAELens's own loader, clear errors."""
 
 import json
+import warnings
 
 import pytest
 import sae_lens
@@ -8,7 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from labhelpers import metrics
-from labhelpers.io import SAEFormatError, load_sae, save_sae
+from labhelpers.env import DATA_DIR
+from labhelpers.io import CentredInput, SAEFormatError, load_pretrained_sae, load_sae, save_sae
 from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -132,7 +134,6 @@ def test_we_load_a_file_saelens_wrote(tmp_path):
 def test_bundled_tiny_saes_load_and_fit_the_bundled_model(tiny_model, layer):
     """data/tiny_sae/ (scripts/train_tiny_sae.py): SAELens layout, k = 32 on the model's own activations."""
     from labhelpers import activations
-    from labhelpers.env import DATA_DIR
 
     hook = f"blocks.{layer}.hook_resid_pre"
     path = DATA_DIR / "tiny_sae" / hook
@@ -177,3 +178,66 @@ def test_nan_weights_are_refused(tmp_path):
 def test_a_missing_folder_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match="No saved SAE at"):
         load_sae(tmp_path / "no-such-sae")
+
+
+def _public_sae(centred: bool) -> sae_lens.StandardSAE:
+    """A SAELens SAE whose metadata says how its model was loaded, as a public one's does."""
+    from sae_lens.saes.sae import SAEMetadata
+
+    kwargs = {"center_writing_weights": True} if centred else None
+    cfg = sae_lens.StandardSAEConfig(
+        d_in=D_IN, d_sae=D_SAE, metadata=SAEMetadata(model_from_pretrained_kwargs=kwargs)
+    )
+    with warnings.catch_warnings():  # SAELens's advice to load the model its way
+        warnings.simplefilter("ignore")
+        sae = sae_lens.StandardSAE(cfg)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen))
+    return sae.eval()
+
+
+def test_a_public_sae_trained_on_a_centred_stream_centres_its_input(monkeypatch):
+    public = _public_sae(centred=True)
+    monkeypatch.setattr(sae_lens.SAE, "from_pretrained", lambda *a, **k: public)
+    sae = load_pretrained_sae("gpt2-small-res-jb", "blocks.8.hook_resid_pre")
+    assert isinstance(sae, CentredInput) and sae.W_dec is public.W_dec
+    assert sae.cfg.d_sae == D_SAE
+    x, shift = _x(), 3.0 * torch.ones(D_IN)
+    with torch.no_grad():
+        torch.testing.assert_close(sae.encode(x), public.encode(x - x.mean(-1, keepdim=True)))
+        # layer norm ignores a vector's mean, and so does the wrapped SAE; the bare one does not
+        torch.testing.assert_close(sae.encode(x + shift), sae.encode(x))
+        assert not torch.allclose(public.encode(x + shift), public.encode(x))
+        torch.testing.assert_close(sae(x), public.decode(sae.encode(x)))
+
+
+def test_a_public_sae_trained_on_the_raw_stream_is_returned_as_it_is(monkeypatch):
+    public = _public_sae(centred=False)
+    monkeypatch.setattr(sae_lens.SAE, "from_pretrained", lambda *a, **k: public)
+    assert load_pretrained_sae("some-release", "blocks.0.hook_resid_pre") is public
+
+
+def test_a_public_sae_that_cannot_be_fetched_points_to_the_quick_profile(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(sae_lens.SAE, "from_pretrained", offline)
+    with pytest.raises(RuntimeError, match="LAB_PROFILE=quick") as error:
+        load_pretrained_sae("gpt2-small-res-jb", "blocks.8.hook_resid_pre")
+    assert "gpt2-small-res-jb" in str(error.value) and "no network" in str(error.value)
+
+
+def test_a_centred_sae_spliced_with_its_error_leaves_the_model_unchanged(tiny_model):
+    """The mean it drops goes to the error term, so splicing it in changes nothing."""
+    from labhelpers import splice
+
+    hook = "blocks.1.hook_resid_pre"
+    sae = CentredInput(load_sae(DATA_DIR / "tiny_sae" / hook))
+    tokens = torch.tensor([[tiny_model.tokenizer.bos_token_id, *range(5, 17)]])
+    clean = splice.logits_with(tiny_model, tokens, hook, None)
+    kept = splice.logits_with(tiny_model, tokens, hook, splice.sae_hook(sae, keep_error=True))
+    torch.testing.assert_close(kept, clean, atol=1e-4, rtol=1e-4)
+    bare = splice.logits_with(tiny_model, tokens, hook, splice.sae_hook(sae))
+    assert not torch.allclose(bare, clean, atol=1e-3)
