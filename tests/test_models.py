@@ -23,7 +23,7 @@ from labhelpers import corpus, env, models
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-N_PROMPTS_PER_KIND = 20  # refusal sample per kind for the tests (the model card uses 50)
+N_PROMPTS_PER_KIND = 20  # refusal sample per kind for the tests (the model card uses 200)
 
 
 def _load_script():
@@ -206,7 +206,7 @@ def test_generate_is_greedy_and_matches_the_forward_pass(tiny_model):
 
 
 # Issue 4's targets hold on val but not yet on the held-out split (unseen templates, frames,
-# names, and half its plain words unseen): the model card measures refusals 78% / 56% / 14%
+# names, and half its plain words unseen): the model card measures refusals 69% / 59% / 12%
 # and a loss of 7.64 against a unigram baseline of 7.44. The assertions stay as the targets;
 # strict xfail makes these tests fail loudly the day the held-out targets are met.
 HELDOUT_NOT_YET = pytest.mark.xfail(
