@@ -261,7 +261,7 @@ def plot_concept_scores(
     ax.set_xticks(range(len(concepts)), concepts, rotation=30, ha="right")
     ax.set_ylabel("held-out F1")
     ax.set_ylim(0, 1.02)
-    ax.legend(frameon=False, loc="upper right")
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # clear of the bars
     return ax
 
 

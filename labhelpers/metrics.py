@@ -40,6 +40,7 @@ __all__ = [
     "l2_ratio",
     "mse",
     "precision_recall",
+    "probe_scores",
 ]
 
 # --- reconstruction -------------------------------------------------------------------
@@ -208,6 +209,54 @@ def concept_scores(
                 **scores,
             }
         )
+    return rows
+
+
+def probe_scores(
+    select_x: torch.Tensor,
+    select_labels: torch.Tensor,
+    test_x: torch.Tensor,
+    test_labels: torch.Tensor,
+    concepts: Sequence[str],
+    steps: int = 300,
+    lr: float = 0.05,
+    cutoffs: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5),
+) -> list[dict[str, float | str]]:
+    """For each concept, a logistic-regression probe of ``x`` trained *with* the labels.
+
+    A thresholded SAE latent reading ``x`` is a linear classifier of ``x``, and so is a
+    basis direction. A probe fitted to the labels is the best such classifier supervision
+    finds, so its held-out F1 says how much of a concept one direction of ``x`` carries on
+    that text at all: a reference for the unsupervised units, not a strict bound (it fits
+    the selection split, not the test one). Inputs are standardised with the selection
+    split's statistics; the cutoff on the probe's probability is chosen by F1 on the
+    selection split, as ``concept_scores`` chooses thresholds. Full-batch Adam from zero
+    weights, so the same data give the same probe.
+    x: [n_tokens, d]; labels: [n_tokens, n_concepts] bool. Rows as ``concept_scores``'s.
+    """
+    x, y = select_x.float(), torch.as_tensor(select_labels).float()
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    W = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)  # [d, n_concepts]
+    b = torch.zeros(y.shape[1], requires_grad=True)
+    optimizer = torch.optim.Adam([W, b], lr=lr)
+    with torch.enable_grad():  # callers often run under no_grad; the probe still trains
+        for _ in range(steps):
+            optimizer.zero_grad()
+            logits = ((x - mean) / std) @ W + b
+            torch.nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
+            optimizer.step()
+    with torch.no_grad():
+        p_select = torch.sigmoid(((x - mean) / std) @ W + b).numpy()
+        p_test = torch.sigmoid(((test_x.float() - mean) / std) @ W + b).numpy()
+    select_np, test_np = y.bool().numpy(), np.asarray(test_labels, bool)
+    rows = []
+    for c, concept in enumerate(concepts):
+        f1_at = {
+            cut: precision_recall(p_select[:, c] > cut, select_np[:, c])["f1"] for cut in cutoffs
+        }
+        cutoff = max(cutoffs, key=lambda cut: f1_at[cut])
+        scores = precision_recall(p_test[:, c] > cutoff, test_np[:, c])
+        rows.append({"concept": concept, "cutoff": cutoff, "select_f1": f1_at[cutoff], **scores})
     return rows
 
 

@@ -41,7 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n-train-docs", type=int, default=50_000)
     p.add_argument("--chat-repeat", type=int, default=1, help="repeat chat documents this often")
     p.add_argument("--n-eval-docs", type=int, default=300, help="per split, for the losses")
-    p.add_argument("--n-eval-prompts", type=int, default=200, help="held-out prompts per kind")
+    p.add_argument(
+        "--n-eval-prompts",
+        type=int,
+        default=200,
+        help="chat prompts per kind, for the val and the held-out refusal rates",
+    )
     p.add_argument("--vocab-size", type=int, default=4096)
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--d-model", type=int, default=128)

@@ -106,6 +106,29 @@ def test_concept_scores_pick_the_planted_detector_and_score_it_on_held_out_data(
     assert rows[0]["unit"] == 0 and rows[0]["select_f1"] == 1.0 and rows[0]["f1"] == 0.0
 
 
+def test_probe_finds_a_concept_no_basis_direction_carries_and_only_linear_ones():
+    """Concept "a" is one direction spread over all 8 coordinates, so no basis direction
+    detects it while a probe does; "b" (|x_0| large, either sign) is no half-space, so
+    even the probe cannot fit it."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 8, generator=g)
+    a = x @ (torch.ones(8) / 8**0.5) > 1.0
+    b = x[:, 0].abs() > 1.5
+    labels = torch.stack([a, b], 1)
+    select, test = slice(0, 2000), slice(2000, 4000)
+    with torch.no_grad():  # as a notebook calls it; the probe must still train
+        rows = metrics.probe_scores(x[select], labels[select], x[test], labels[test], ["a", "b"])
+        again = metrics.probe_scores(x[select], labels[select], x[test], labels[test], ["a", "b"])
+    signed = torch.cat([x, -x], 1)  # the basis directions in both signs
+    basis = metrics.concept_scores(
+        signed[select], labels[select], signed[test], labels[test], ["a", "b"]
+    )
+    assert rows == again  # deterministic
+    assert rows[0]["f1"] >= 0.95 and basis[0]["f1"] < 0.7
+    assert rows[1]["f1"] < 0.6  # a linear probe cannot carve out both tails
+    assert {"concept", "cutoff", "select_f1", "precision", "recall", "f1"} <= set(rows[0])
+
+
 def _exact_sae(d_in):
     """A ReLU SAE that reconstructs perfectly: z = (relu(x), relu(-x)), x_hat = z1 - z2."""
     from labhelpers.sae import ReLUSAE
