@@ -24,7 +24,8 @@ Choosing what to steer, and measuring it cheaply
 ``activations.token_acts`` and ``contrast_features`` find *candidate* features (those that fire more
 where a concept is present); ``steering_effects`` tests each candidate by intervening,
 with a smooth one-pass metric such as ``refusal_margin`` (refusal token's logit minus the
-best other token's). ``greedy_refusals`` gives the greedy refusal verdicts of a whole list
+best other token's). ``steering_gradient`` gives that metric's first-order response to a
+push along any direction, from one backward pass. ``greedy_refusals`` gives the greedy refusal verdicts of a whole list
 of prompts from one teacher-forced forward pass in most cases.
 
 Positions and generation
@@ -294,6 +295,39 @@ def steering_effects(
     return torch.tensor(effects) - clean
 
 
+def steering_gradient(
+    model: TransformerBridge,
+    hook_name: str,
+    tokens: torch.Tensor,
+    metric: Callable[[torch.Tensor], torch.Tensor],
+    positions: Positions = None,
+) -> torch.Tensor:
+    """``[d]``: the gradient of ``metric(logits)`` in the vector ``v`` added at ``hook_name``, at v = 0.
+
+    ``v`` is added where ``steering_hook`` would add it (``positions``), so for a small
+    ``alpha`` steering along ``u`` changes the metric by about ``alpha * gradient @ u``: the
+    first-order estimate that attribution patching (``circuits``) also uses. A direction's
+    cosine with the gradient then says how much of its push goes where the metric is
+    sensitive, for any direction, without steering along it. tokens: ``[batch, pos]``.
+    """
+    models.check_hook_name(model, hook_name)
+    _check_positions(positions)
+    added: list[torch.Tensor] = []  # v, made at the width of the activations it meets
+
+    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        if not added:
+            added.append(torch.zeros(act.shape[-1], device=act.device, requires_grad=True))
+        where = slice(1, None) if positions is None else positions
+        out = act.clone()
+        out[:, where] = out[:, where] + added[0].to(act.dtype)
+        return out
+
+    with torch.enable_grad():  # notebooks steer under no_grad; this one pass needs a graph
+        logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(hook_name, hook)])
+        (gradient,) = torch.autograd.grad(metric(logits), added[0])
+    return gradient.detach()
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation: Pearson correlation of the ranks, ties given their mean rank.
 
@@ -407,4 +441,42 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title:
     ax.legend(
         handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False
     )
+    return ax
+
+
+def rise_and_fall(rows: Sequence[Mapping[str, Any]], name: str) -> tuple[float, float]:
+    """How far column ``name`` of a sweep goes above and below its value at alpha 0.
+
+    Returns ``(largest rise, largest fall)``, both >= 0. A control that only ever lowers a
+    rate and one that raises it are different findings, so the two are kept apart.
+    """
+    at_zero = [row[name] for row in rows if row["alpha"] == 0.0]
+    if not at_zero:
+        raise ValueError("the sweep has no alpha 0 row to measure changes from")
+    values = [row[name] for row in rows]
+    return max(values) - at_zero[0], at_zero[0] - min(values)
+
+
+def plot_draws(
+    rows: Sequence[Mapping[str, Any]],
+    groups: Mapping[str, Sequence[str]],
+    ax: Axes | None = None,
+    title: str = "",
+) -> Axes:
+    """The target curve over many control curves: one thin line per draw, a colour per group.
+
+    ``groups`` maps a label ("random directions") to the sweep columns of its draws.
+    """
+    alphas = [row["alpha"] for row in rows]
+    ax = plotting.axes(ax, (6, 4))
+    for i, (label, names) in enumerate(groups.items()):
+        for j, name in enumerate(names):
+            label_once = label if j == 0 else None
+            color = plotting.COLORS[i + 1]
+            ax.plot(alphas, [row[name] for row in rows], color=color, lw=1, label=label_once)
+    ax.plot(alphas, [row["target"] for row in rows], "k-o", lw=2.5, label="target (along d)")
+    ax.set_xlabel("alpha")
+    ax.set_ylabel("metric")
+    ax.set_title(title)
+    ax.legend(frameon=False, loc="upper left")
     return ax

@@ -335,3 +335,42 @@ def test_the_sweep_shows_progress_only_when_asked(tiny_model, setup, capsys):
         steering.sweep(tiny_model, HOOK, direction, [0.0, 1.0], lambda m: 0.0, progress=progress)
         shown = "steering sweep" in capsys.readouterr().err
         assert shown == progress
+
+
+def test_rise_and_fall_measure_from_alpha_zero_and_plot_draws_one_line_each():
+    rows = [
+        {"alpha": -1.0, "target": 0.0, "a": 0.10, "b": 0.30},
+        {"alpha": 0.0, "target": 0.2, "a": 0.20, "b": 0.20},
+        {"alpha": 1.0, "target": 0.9, "a": 0.25, "b": 0.20},
+    ]
+    assert steering.rise_and_fall(rows, "target") == pytest.approx((0.7, 0.2))
+    assert steering.rise_and_fall(rows, "a") == pytest.approx((0.05, 0.10))
+    assert steering.rise_and_fall(rows, "b") == pytest.approx((0.10, 0.0))
+    with pytest.raises(ValueError, match="alpha 0"):
+        steering.rise_and_fall(rows[::2], "a")
+    ax = steering.plot_draws(rows, {"controls": ["a", "b"]})
+    assert len(ax.lines) == 3  # two draws and the target
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["controls", "target (along d)"]
+    plt.close(ax.figure)
+
+
+def test_steering_gradient_matches_finite_differences(tiny_model, setup):
+    tokens, direction = setup
+    u = direction / direction.norm()
+
+    def metric(logits):  # a smooth scalar of the last position's logits
+        return logits[:, -1, 5].mean() - logits[:, -1, 7].mean()
+
+    with torch.no_grad():
+        gradient = steering.steering_gradient(tiny_model, HOOK, tokens, metric)
+        eps = 1e-2
+        values = []
+        for sign in (1.0, -1.0):
+            with steering.steered(tiny_model, HOOK, u, sign * eps):
+                values.append(float(metric(tiny_model(tokens))))
+    finite = (values[0] - values[1]) / (2 * eps)
+    assert gradient.shape == (tiny_model.cfg.d_model,)
+    assert float(gradient @ u) == pytest.approx(finite, rel=2e-2, abs=1e-3)
+    # pushing only at position 3 has its own, different gradient
+    at_3 = steering.steering_gradient(tiny_model, HOOK, tokens, metric, positions=[3])
+    assert not torch.allclose(at_3, gradient)
