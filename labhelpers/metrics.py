@@ -36,6 +36,7 @@ __all__ = [
     "fvu",
     "fvu_around_zero_legacy",
     "ground_truth_alignment",
+    "group_scores",
     "l0",
     "l2_ratio",
     "mse",
@@ -207,6 +208,63 @@ def concept_scores(
                 "threshold_fraction": fraction,
                 "select_f1": select_f1,
                 **scores,
+            }
+        )
+    return rows
+
+
+def group_scores(
+    select_acts: torch.Tensor,
+    select_labels: torch.Tensor,
+    test_acts: torch.Tensor,
+    test_labels: torch.Tensor,
+    concepts: Sequence[str],
+    max_units: int = 8,
+    fractions: Sequence[float] = (0.0, 0.1, 0.25, 0.5),
+) -> list[dict[str, float | str | list[int]]]:
+    """For each concept, a small *group* of units that detects it together: any one firing.
+
+    Greedy, on the selection split: start from nothing, add the (unit, threshold fraction)
+    whose firing, OR-ed with the group's, raises F1 the most; stop at ``max_units`` or
+    when no unit raises it. Then score the group on the test split. With ``max_units=1``
+    this is ``concept_scores``. A concept that the SAE splits over several latents (one
+    per token of a span) scores low one latent at a time and higher as a group.
+    acts: [n_tokens, n_units]; labels: [n_tokens, n_concepts] bool. Rows hold ``units``,
+    ``fractions``, ``select_f1`` and the test split's precision, recall and F1.
+    """
+    scale = select_acts.float().amax(0).clamp(min=1e-12)
+    n_units = select_acts.shape[1]
+    # one 0/1 column per (fraction, unit); float, so each greedy step is two mat-vecs
+    fires = torch.cat([(select_acts.float() > f * scale).float() for f in fractions], dim=1)
+    rows = []
+    for c, concept in enumerate(concepts):
+        labels = torch.as_tensor(select_labels)[:, c].float()
+        group = torch.zeros(len(labels))  # 1 where the group already fires
+        chosen: list[int] = []
+        best_f1 = 0.0
+        for _ in range(max_units):
+            outside = 1 - group  # tokens a candidate could add
+            tp = (group * labels).sum() + fires.T @ (outside * labels)
+            fired = group.sum() + fires.T @ outside
+            f1 = 2 * tp / (fired + labels.sum()).clamp(min=1)
+            column = int(f1.argmax())
+            if float(f1[column]) <= best_f1 + 1e-9:
+                break
+            best_f1 = float(f1[column])
+            chosen.append(column)
+            group = torch.maximum(group, fires[:, column])
+        units = [col % n_units for col in chosen]
+        cuts = [fractions[col // n_units] for col in chosen]
+        detected = np.zeros(len(test_acts), dtype=bool)
+        for unit, cut in zip(units, cuts):
+            detected |= (test_acts[:, unit].float() > cut * scale[unit]).numpy()
+        rows.append(
+            {
+                "concept": concept,
+                "units": units,
+                "fractions": cuts,
+                "select_f1": best_f1,
+                **precision_recall(detected, np.asarray(test_labels)[:, c]),
             }
         )
     return rows

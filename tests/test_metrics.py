@@ -129,6 +129,27 @@ def test_probe_finds_a_concept_no_basis_direction_carries_and_only_linear_ones()
     assert {"concept", "cutoff", "select_f1", "precision", "recall", "f1"} <= set(rows[0])
 
 
+def test_group_scores_join_units_that_each_cover_part_of_a_span():
+    """Concept "a" is split: unit 0 fires on its first half, unit 1 on its second half;
+    unit 2 fires on random tokens. Each half alone scores F1 2/3; together, 1."""
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    labels = torch.rand(n, 1, generator=g) > 0.7
+    half = torch.rand(n, generator=g) > 0.5
+    acts = torch.zeros(n, 3)
+    acts[:, 0] = (labels[:, 0] & half).float()
+    acts[:, 1] = (labels[:, 0] & ~half).float()
+    acts[:, 2] = (torch.rand(n, generator=g) > 0.5).float()
+    select, test = slice(0, 2000), slice(2000, n)
+    args = (acts[select], labels[select], acts[test], labels[test], ["a"])
+    (group,) = metrics.group_scores(*args)
+    (single,) = metrics.group_scores(*args, max_units=1)
+    (best,) = metrics.concept_scores(*args)
+    assert sorted(group["units"]) == [0, 1] and group["f1"] == 1.0  # stops: unit 2 only hurts
+    assert single["units"] == [best["unit"]] and single["f1"] == pytest.approx(best["f1"])
+    assert 0.6 < single["f1"] < 0.72
+
+
 def _exact_sae(d_in):
     """A ReLU SAE that reconstructs perfectly: z = (relu(x), relu(-x)), x_hat = z1 - z2."""
     from labhelpers.sae import ReLUSAE
