@@ -425,22 +425,36 @@ def select_features(
 
 
 def matched_controls(
-    rates: torch.Tensor, chosen: Sequence[int], allowed: torch.Tensor
+    rates: torch.Tensor,
+    chosen: Sequence[int],
+    allowed: torch.Tensor,
+    pool: int = 1,
+    seed: int = 0,
 ) -> list[int]:
-    """For each chosen feature, the allowed feature whose firing rate is closest to its own.
+    """For each chosen feature, an allowed feature whose firing rate is close to its own.
 
     rates: ``[d_sae]`` (``firing_rates``); allowed: ``[d_sae]`` bool, the features that pass
     the caller's rule for "unrelated" (the chosen ones are never allowed). Each control is
     used once, so a set of features gets a set of distinct controls of matched frequency.
+    ``pool=1`` takes the closest; ``pool=k`` draws one of the ``k`` closest at random
+    (seeded), so several seeds give several control sets: one control set is one draw.
     """
+    if pool < 1:
+        raise ValueError(f"pool must be at least 1, got {pool}")
+    gen = torch.Generator().manual_seed(seed)
     free = allowed.clone().bool()
     free[list(chosen)] = False
     controls = []
     for f in chosen:
         gap = (rates - rates[f]).abs().masked_fill(~free, torch.inf)
-        control = int(gap.argmin())
-        if not free[control]:
+        n_free = int(free.sum())
+        if n_free == 0:
             raise ValueError("no allowed feature left to serve as a control")
+        if pool == 1:
+            control = int(gap.argmin())  # the closest; ties go to the lowest index
+        else:
+            nearest = gap.topk(min(pool, n_free), largest=False).indices
+            control = int(nearest[torch.randint(len(nearest), (1,), generator=gen)])
         controls.append(control)
         free[control] = False
     return controls

@@ -308,3 +308,14 @@ def test_matched_controls_take_the_closest_allowed_rate_once_each():
     assert circuits.matched_controls(rates, [0, 1], allowed) == [3, 4]  # 1 is chosen, 3 taken
     with pytest.raises(ValueError, match="no allowed feature"):
         circuits.matched_controls(rates, [0, 1, 3], torch.tensor([1, 1, 0, 1, 0, 0]).bool())
+
+
+def test_matched_controls_draw_from_the_nearest_pool_by_seed():
+    rates = 0.5 + torch.tensor([0.0, 0.01, -0.02, 0.03, -0.04, 0.05, -0.06, 0.4])
+    allowed = torch.ones(8, dtype=torch.bool)
+    draws = [circuits.matched_controls(rates, [0], allowed, pool=3, seed=s)[0] for s in range(30)]
+    assert set(draws) == {1, 2, 3}  # only the three closest, and each of them for some seed
+    assert circuits.matched_controls(rates, [0], allowed, pool=3, seed=7)[0] == draws[7]
+    assert circuits.matched_controls(rates, [0], allowed) == [1]  # pool 1: the closest
+    with pytest.raises(ValueError, match="pool"):
+        circuits.matched_controls(rates, [0], allowed, pool=0)
