@@ -17,6 +17,7 @@ import importlib
 import json
 import math
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -333,9 +334,29 @@ def unigram_loss(train_docs: list[np.ndarray], eval_ids: np.ndarray, vocab_size:
     return float(-logp[eval_ids].mean())
 
 
-def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, args, log) -> dict:
+WORD = re.compile(r"\w+")
+
+
+def training_words(texts: list[str]) -> set[str]:
+    """Every word (a ``\\w+`` run) of the training text."""
+    return {w for text in texts for w in WORD.findall(text)}
+
+
+def in_known_words(text: str, offsets: list, known: set[str]) -> np.ndarray:
+    """``[n_tokens]`` bool: False where a token overlaps a word of ``text`` not in ``known``.
+
+    Tokens of whitespace or punctuation alone count as known. Held-out text is half new
+    words by design; this splits its loss into what the model could have learned (known
+    words in new templates) and what it never saw.
+    """
+    new = [(m.start(), m.end()) for m in WORD.finditer(text) if m.group() not in known]
+    return np.array([not any(s < b and a < e for s, e in new) for a, b in offsets], dtype=bool)
+
+
+def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, args, log) -> dict:
     """Losses per split, per held-out domain and concept; refusal rates; example completions."""
     out: dict = {"loss": {}, "heldout_loss_by_domain": {}, "heldout_loss_by_concept": {}}
+    by_novelty: dict[str, list] = {}  # held-out tokens of words training saw / never saw
     for split in ("train", "val", "heldout"):
         if split == "train":
             docs = train_sample
@@ -358,6 +379,9 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, args, log) -> d
                     mask = concept_mask(labels, c)
                     if mask.any():
                         by_concept.setdefault(concept, []).append((losses[mask], doc_ids[mask]))
+                known = in_known_words(doc.text, offsets, known_words)
+                for name, mask in (("words seen in training", known), ("new words", ~known)):
+                    by_novelty.setdefault(name, []).append((losses[mask], doc_ids[mask]))
         out["loss"][split] = float(np.concatenate(all_losses).mean())
         if split == "heldout":
             # Each group's loss beside the unigram baseline on the same tokens: a domain the
@@ -375,6 +399,9 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, args, log) -> d
             }
             out["heldout_loss_by_concept"] = {
                 c: loss_and_baseline(v) for c, v in by_concept.items()
+            }
+            out["heldout_loss_by_word_novelty"] = {
+                name: loss_and_baseline(v) for name, v in by_novelty.items()
             }
             out["unigram_baseline_heldout"] = unigram_loss(
                 train_ids, np.concatenate(ids), len(tokenizer)
@@ -417,6 +444,19 @@ def group_table(kind: str, groups: dict) -> list[str]:
             f"| {g['n_tokens']:,} |"
         )
     return rows
+
+
+def novelty_lines(ev: dict) -> list[str]:
+    """The card's split of held-out loss by whether a token's word occurs in training text."""
+    if "heldout_loss_by_word_novelty" not in ev:  # a card from before this measurement
+        return []
+    return [
+        "Held-out tokens split by their word: one that occurs somewhere in the training text,",
+        "or a new one (`in_known_words`; punctuation and whitespace count as seen):",
+        "",
+        *group_table("held-out tokens in", ev["heldout_loss_by_word_novelty"]),
+        "",
+    ]
 
 
 def write_model_card(metrics: dict, path: Path) -> None:
@@ -472,6 +512,7 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "",
         *group_table("concept", ev["heldout_loss_by_concept"]),
         "",
+        *novelty_lines(ev),
         "## Refusal behaviour",
         "",
         f"Greedy generation of {models.REFUSAL_MAX_NEW_TOKENS} tokens after each chat prompt; "
@@ -544,12 +585,20 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = models.load_tokenizer(str(args.out))
         tokenizer.model_max_length = 10**30  # as trained: no "sequence too long" warnings
     train_ids = encode_documents(tokenizer, texts)
+    known_words = training_words(texts)
     n_train_tokens = int(sum(len(d) for d in train_ids))
     log(f"tokenizer: {len(tokenizer)} tokens; corpus: {n_train_tokens:,} tokens")
     if saved is not None:
         bridge = models.load_model(str(args.out), device="cpu")
         saved["eval"] = evaluate(
-            bridge, tokenizer, corpus, train_docs[: args.n_eval_docs], train_ids, args, log
+            bridge,
+            tokenizer,
+            corpus,
+            train_docs[: args.n_eval_docs],
+            train_ids,
+            known_words,
+            args,
+            log,
         )
         saved["n_eval_prompts"], saved["n_eval_docs"] = args.n_eval_prompts, args.n_eval_docs
         write_metrics(saved, args.out)
@@ -593,7 +642,14 @@ def main(argv: list[str] | None = None) -> None:
         "n_eval_prompts": args.n_eval_prompts,
         "n_eval_docs": args.n_eval_docs,
         "eval": evaluate(
-            bridge, tokenizer, corpus, train_docs[: args.n_eval_docs], train_ids, args, log
+            bridge,
+            tokenizer,
+            corpus,
+            train_docs[: args.n_eval_docs],
+            train_ids,
+            known_words,
+            args,
+            log,
         ),
         "corpus_stats": {
             split: corpus.corpus_stats(
