@@ -236,9 +236,10 @@ def group_scores(
     n_units = select_acts.shape[1]
     # one 0/1 column per (fraction, unit); float, so each greedy step is two mat-vecs
     fires = torch.cat([(select_acts.float() > f * scale).float() for f in fractions], dim=1)
+    select_float, test_bool = torch.as_tensor(select_labels).float(), np.asarray(test_labels, bool)
     rows = []
     for c, concept in enumerate(concepts):
-        labels = torch.as_tensor(select_labels)[:, c].float()
+        labels = select_float[:, c]
         group = torch.zeros(len(labels))  # 1 where the group already fires
         chosen: list[int] = []
         best_f1 = 0.0
@@ -264,7 +265,7 @@ def group_scores(
                 "units": units,
                 "fractions": cuts,
                 "select_f1": best_f1,
-                **precision_recall(detected, np.asarray(test_labels)[:, c]),
+                **precision_recall(detected, test_bool[:, c]),
             }
         )
     return rows
@@ -294,18 +295,19 @@ def probe_scores(
     """
     x, y = select_x.float(), torch.as_tensor(select_labels).float()
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    z_select, z_test = (x - mean) / std, (test_x.float() - mean) / std
     W = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)  # [d, n_concepts]
     b = torch.zeros(y.shape[1], requires_grad=True)
     optimizer = torch.optim.Adam([W, b], lr=lr)
     with torch.enable_grad():  # callers often run under no_grad; the probe still trains
         for _ in range(steps):
             optimizer.zero_grad()
-            logits = ((x - mean) / std) @ W + b
-            torch.nn.functional.binary_cross_entropy_with_logits(logits, y).backward()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z_select @ W + b, y)
+            loss.backward()
             optimizer.step()
     with torch.no_grad():
-        p_select = torch.sigmoid(((x - mean) / std) @ W + b).numpy()
-        p_test = torch.sigmoid(((test_x.float() - mean) / std) @ W + b).numpy()
+        p_select = torch.sigmoid(z_select @ W + b).numpy()
+        p_test = torch.sigmoid(z_test @ W + b).numpy()
     select_np, test_np = y.bool().numpy(), np.asarray(test_labels, bool)
     rows = []
     for c, concept in enumerate(concepts):

@@ -25,8 +25,9 @@ Choosing what to steer, and measuring it cheaply
 where a concept is present); ``steering_effects`` tests each candidate by intervening,
 with a smooth one-pass metric such as ``refusal_margin`` (refusal token's logit minus the
 best other token's). ``steering_gradient`` gives that metric's first-order response to a
-push along any direction, from one backward pass. ``greedy_refusals`` gives the greedy refusal verdicts of a whole list
-of prompts from one teacher-forced forward pass in most cases.
+push along any direction, from one backward pass. ``greedy_refusals`` gives the greedy
+refusal verdicts of a whole list of prompts from one teacher-forced forward pass in most
+cases.
 
 Positions and generation
 ------------------------
@@ -94,12 +95,17 @@ def steering_hook(direction: torch.Tensor, alpha: float, positions: Positions = 
         if act.shape[1] == 1:  # a cached generation step: the newest token alone
             where = slice(None) if positions is None else slice(0, 0)
         else:
-            where = slice(1, None) if positions is None else positions
+            where = _full_pass_positions(positions)
         out = act.clone()
         out[:, where] += alpha * direction.to(act.device, act.dtype)
         return out
 
     return hook
+
+
+def _full_pass_positions(positions: Positions) -> slice | Sequence[int]:
+    """Where a full forward pass is steered: every position but 0 (BOS), or those asked for."""
+    return slice(1, None) if positions is None else positions
 
 
 def _check_positions(positions: Positions) -> None:
@@ -317,7 +323,7 @@ def steering_gradient(
     def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
         if not added:
             added.append(torch.zeros(act.shape[-1], device=act.device, requires_grad=True))
-        where = slice(1, None) if positions is None else positions
+        where = _full_pass_positions(positions)
         out = act.clone()
         out[:, where] = out[:, where] + added[0].to(act.dtype)
         return out

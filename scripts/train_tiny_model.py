@@ -586,20 +586,16 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer.model_max_length = 10**30  # as trained: no "sequence too long" warnings
     train_ids = encode_documents(tokenizer, texts)
     known_words = training_words(texts)
+
+    def measure(bridge) -> dict:  # the same evaluation after training and with --eval-only
+        eval_sample = train_docs[: args.n_eval_docs]
+        return evaluate(bridge, tokenizer, corpus, eval_sample, train_ids, known_words, args, log)
+
     n_train_tokens = int(sum(len(d) for d in train_ids))
     log(f"tokenizer: {len(tokenizer)} tokens; corpus: {n_train_tokens:,} tokens")
     if saved is not None:
         bridge = models.load_model(str(args.out), device="cpu")
-        saved["eval"] = evaluate(
-            bridge,
-            tokenizer,
-            corpus,
-            train_docs[: args.n_eval_docs],
-            train_ids,
-            known_words,
-            args,
-            log,
-        )
+        saved["eval"] = measure(bridge)
         saved["n_eval_prompts"], saved["n_eval_docs"] = args.n_eval_prompts, args.n_eval_docs
         write_metrics(saved, args.out)
         return
@@ -641,16 +637,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "n_eval_prompts": args.n_eval_prompts,
         "n_eval_docs": args.n_eval_docs,
-        "eval": evaluate(
-            bridge,
-            tokenizer,
-            corpus,
-            train_docs[: args.n_eval_docs],
-            train_ids,
-            known_words,
-            args,
-            log,
-        ),
+        "eval": measure(bridge),
         "corpus_stats": {
             split: corpus.corpus_stats(
                 train_docs
