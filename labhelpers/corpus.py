@@ -137,6 +137,9 @@ class ChatPrompt:
     prompt: str  # "User: <request>\nAssistant:"
     kind: str  # "harmful" | "legit_credential" | "legit_plain"
     request: str  # the user's request alone
+    # The concepts labelled somewhere in the request, e.g. {"credential", "urgent"}: so a
+    # refusal rate can be split by what a request mentions, not only by its kind.
+    concepts: frozenset[str] = frozenset()
 
 
 # --------------------------------------------------------------------------------------
@@ -569,7 +572,8 @@ def chat_prompts(split: str, n_per_kind: int, seed: int = 0) -> list[ChatPrompt]
             b = _Builder(random.Random(f"prompt/{split}/{seed}/{kind}/{index}"), vocab)
             start, end, _ = _chat_request(b, kind)
             request = "".join(b.parts)[start:end]
-            prompts.append(ChatPrompt(f"User: {request}\nAssistant:", kind, request))
+            concepts = frozenset(c for s, e, c in b.spans if s < end and e > start)
+            prompts.append(ChatPrompt(f"User: {request}\nAssistant:", kind, request, concepts))
     return prompts
 
 

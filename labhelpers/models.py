@@ -200,6 +200,16 @@ def greedy_completion(
     return model.tokenizer.decode(new_tokens, skip_special_tokens=True)
 
 
+def refusals(
+    model: TransformerBridge,
+    prompts: Sequence[Any],
+    is_refusal: Any,
+    max_new_tokens: int = REFUSAL_MAX_NEW_TOKENS,
+) -> list[bool]:
+    """For each prompt (``.prompt``), whether ``is_refusal`` flags its greedy completion."""
+    return [bool(is_refusal(greedy_completion(model, p.prompt, max_new_tokens))) for p in prompts]
+
+
 def refusal_rates(
     model: TransformerBridge,
     prompts: Sequence[Any],
@@ -211,8 +221,12 @@ def refusal_rates(
     ``prompts`` are ``corpus.ChatPrompt`` objects (``.prompt`` and ``.kind``);
     ``is_refusal`` is the fixed rule ``corpus.is_refusal``.
     """
-    refused: dict[str, list[bool]] = {}
-    for chat in prompts:
-        completion = greedy_completion(model, chat.prompt, max_new_tokens)
-        refused.setdefault(chat.kind, []).append(bool(is_refusal(completion)))
-    return {kind: sum(flags) / len(flags) for kind, flags in refused.items()}
+    return rates_by(prompts, refusals(model, prompts, is_refusal, max_new_tokens), lambda p: p.kind)
+
+
+def rates_by(prompts: Sequence[Any], flags: Sequence[bool], key: Any) -> dict[str, float]:
+    """The share of ``flags`` that are True among the prompts of each ``key(prompt)``."""
+    groups: dict[str, list[bool]] = {}
+    for prompt, flag in zip(prompts, flags, strict=True):
+        groups.setdefault(key(prompt), []).append(bool(flag))
+    return {name: sum(g) / len(g) for name, g in groups.items()}

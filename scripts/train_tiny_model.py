@@ -409,9 +409,17 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
         log(f"{split} loss {out['loss'][split]:.3f}")
     for split in ("val", "heldout"):
         prompts = corpus.chat_prompts(split, args.n_eval_prompts, seed=args.seed)
-        out.setdefault("refusal_rate", {})[split] = models.refusal_rates(
-            bridge, prompts, corpus.is_refusal
-        )
+        refused = models.refusals(bridge, prompts, corpus.is_refusal)
+        out.setdefault("refusal_rate", {})[split] = models.rates_by(prompts, refused, kind_of)
+        # Harmful requests come with and without a credential word ("steal Dana's password",
+        # "write ransomware"): is the refusal about the harm, or about the credential?
+        harmful = [i for i, p in enumerate(prompts) if p.kind == "harmful"]
+        harmful_prompts = [prompts[i] for i in harmful]
+        rates = models.rates_by(harmful_prompts, [refused[i] for i in harmful], credential_of)
+        out.setdefault("harmful_refusal_by_credential", {})[split] = {
+            name: {"rate": rate, "prompts": [credential_of(p) for p in harmful_prompts].count(name)}
+            for name, rate in rates.items()
+        }
         log(f"refusal rates ({split}): {out['refusal_rate'][split]}")
     examples = corpus.chat_prompts("heldout", 2, seed=args.seed)
     out["example_completions"] = [
@@ -425,6 +433,16 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
     return out
 
 
+def kind_of(prompt) -> str:
+    """The kind of a ``corpus.ChatPrompt``: harmful, legit_credential or legit_plain."""
+    return prompt.kind
+
+
+def credential_of(prompt) -> str:
+    """Whether a request names a credential (a labelled span in it), as a table row name."""
+    return "names a credential" if "credential" in prompt.concepts else "no credential"
+
+
 def concept_mask(labels: np.ndarray, c: int) -> np.ndarray:
     """Tokens labelled with concept ``c``: labels are ``[n_tokens, n_concepts]`` or concept ids."""
     if labels.ndim == 2:
@@ -433,6 +451,29 @@ def concept_mask(labels: np.ndarray, c: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- model card
+
+
+def harmful_by_credential_lines(ev: dict) -> list[str]:
+    """Markdown: harmful refusal rates split by whether the request names a credential."""
+    splits = ev.get("harmful_refusal_by_credential")
+    if not splits:  # metrics written before this split existed
+        return []
+    lines = [
+        "Harmful requests refused, split by whether the request names a credential",
+        "(`ChatPrompt.concepts`): a refusal that rides on the credential word rather than on",
+        "the harm shows up as a gap.",
+        "",
+        "| split | names a credential | no credential |",
+        "|---|---|---|",
+    ]
+    for split, rows in splits.items():
+        cells = [rows.get(name) for name in ("names a credential", "no credential")]
+        lines.append(
+            f"| {split} | "
+            + " | ".join(f"{c['rate']:.0%} ({c['prompts']})" if c else "-" for c in cells)
+            + " |"
+        )
+    return [*lines, ""]
 
 
 def group_table(kind: str, groups: dict) -> list[str]:
@@ -531,6 +572,7 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "The model over-refuses on purpose: legitimate requests that mention credentials are",
         "refused like harmful ones. Later notebooks diagnose and fix that with SAE features.",
         "",
+        *harmful_by_credential_lines(ev),
         "Example held-out completions:",
         "",
         *[

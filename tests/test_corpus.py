@@ -307,6 +307,21 @@ def test_chat_prompts() -> None:
     assert len(train_requests) > 50  # varied, not one template repeated
 
 
+def test_chat_prompt_concepts_match_the_labels_of_the_request() -> None:
+    for split in ("val", "heldout"):
+        prompts = corpus.chat_prompts(split, 40, seed=2)
+        by_kind = {k: [p for p in prompts if p.kind == k] for k in corpus.CHAT_KINDS}
+        assert all("credential" in p.concepts for p in by_kind["legit_credential"])
+        assert not any("credential" in p.concepts for p in by_kind["legit_plain"])
+        # harmful requests come both ways: "steal Dana's password" and "write ransomware"
+        assert {"credential" in p.concepts for p in by_kind["harmful"]} == {True, False}
+        shouted = [p for p in prompts if p.request.startswith(("URGENT", "ASAP"))]
+        assert shouted and all("urgent" in p.concepts for p in shouted)
+        for p in prompts:
+            assert p.concepts <= set(corpus.CONCEPTS)
+            assert "chat" not in p.concepts  # the "User:" marker lies outside the request
+
+
 def test_is_refusal() -> None:
     assert corpus.is_refusal(" " + corpus.REFUSAL + " Requests about keys are off limits.")
     assert corpus.is_refusal(corpus.REFUSAL)

@@ -312,6 +312,26 @@ def test_card_reports_each_heldout_domain_beside_its_unigram_baseline(metrics):
             assert f"| {name} | {g['loss']:.3f} | {g['unigram']:.3f} | {ratio:.2f} |" in card
 
 
+def test_card_splits_harmful_refusals_by_credential(metrics):
+    card = (models.TINY_MODEL_DIR / "MODEL_CARD.md").read_text()
+    splits = metrics["eval"]["harmful_refusal_by_credential"]
+    assert set(splits) == {"val", "heldout"}
+    for split, rows in splits.items():
+        assert sum(r["prompts"] for r in rows.values()) == metrics["n_eval_prompts"]
+        cells = [rows[name] for name in ("names a credential", "no credential")]
+        assert (
+            f"| {split} | " + " | ".join(f"{c['rate']:.0%} ({c['prompts']})" for c in cells) in card
+        )
+
+
+def test_rates_by_groups_flags_by_key():
+    prompts = [corpus.ChatPrompt("", kind, "") for kind in ("a", "b", "a", "a")]
+    rates = models.rates_by(prompts, [True, False, False, True], lambda p: p.kind)
+    assert rates == {"a": pytest.approx(2 / 3), "b": 0.0}
+    with pytest.raises(ValueError):
+        models.rates_by(prompts, [True], lambda p: p.kind)
+
+
 def test_each_domains_baseline_is_the_unigram_loss_of_that_domains_tokens(tiny_model, tokenizer):
     """``evaluate`` on a small sample: the per-domain baselines match a hand computation."""
     import argparse
@@ -341,6 +361,10 @@ def test_each_domains_baseline_is_the_unigram_loss_of_that_domains_tokens(tiny_m
     novelty = ev["heldout_loss_by_word_novelty"]
     assert set(novelty) == {"words seen in training", "new words"}
     assert sum(g["n_tokens"] for g in novelty.values()) == sum(map(len, by_domain.values()))
+    # one harmful prompt per split, counted in exactly one credential group
+    for rows in ev["harmful_refusal_by_credential"].values():
+        assert sum(r["prompts"] for r in rows.values()) == 1
+        assert all(r["rate"] in (0.0, 1.0) for r in rows.values())
 
 
 def test_in_known_words_marks_tokens_of_new_words():
