@@ -25,6 +25,7 @@ import contextlib
 import difflib
 import os
 from collections.abc import Iterator, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -221,7 +222,9 @@ def refusal_rates(
     ``prompts`` are ``corpus.ChatPrompt`` objects (``.prompt`` and ``.kind``);
     ``is_refusal`` is the fixed rule ``corpus.is_refusal``.
     """
-    return rates_by(prompts, refusals(model, prompts, is_refusal, max_new_tokens), lambda p: p.kind)
+    return rates_by(
+        prompts, refusals(model, prompts, is_refusal, max_new_tokens), attrgetter("kind")
+    )
 
 
 def rates_by(prompts: Sequence[Any], flags: Sequence[bool], key: Any) -> dict[str, float]:

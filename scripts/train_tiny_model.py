@@ -20,6 +20,8 @@ import platform
 import re
 import sys
 import time
+from collections import Counter
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -410,15 +412,17 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
     for split in ("val", "heldout"):
         prompts = corpus.chat_prompts(split, args.n_eval_prompts, seed=args.seed)
         refused = models.refusals(bridge, prompts, corpus.is_refusal)
-        out.setdefault("refusal_rate", {})[split] = models.rates_by(prompts, refused, kind_of)
+        out.setdefault("refusal_rate", {})[split] = models.rates_by(
+            prompts, refused, attrgetter("kind")
+        )
         # Harmful requests come with and without a credential word ("steal Dana's password",
         # "write ransomware"): is the refusal about the harm, or about the credential?
-        harmful = [i for i, p in enumerate(prompts) if p.kind == "harmful"]
-        harmful_prompts = [prompts[i] for i in harmful]
-        rates = models.rates_by(harmful_prompts, [refused[i] for i in harmful], credential_of)
+        harmful = [(p, r) for p, r in zip(prompts, refused) if p.kind == "harmful"]
+        harmful_prompts = [p for p, _ in harmful]
+        rates = models.rates_by(harmful_prompts, [r for _, r in harmful], credential_of)
+        sizes = Counter(map(credential_of, harmful_prompts))
         out.setdefault("harmful_refusal_by_credential", {})[split] = {
-            name: {"rate": rate, "prompts": [credential_of(p) for p in harmful_prompts].count(name)}
-            for name, rate in rates.items()
+            name: {"rate": rate, "prompts": sizes[name]} for name, rate in rates.items()
         }
         log(f"refusal rates ({split}): {out['refusal_rate'][split]}")
     examples = corpus.chat_prompts("heldout", 2, seed=args.seed)
@@ -431,11 +435,6 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
         for p in examples
     ]
     return out
-
-
-def kind_of(prompt) -> str:
-    """The kind of a ``corpus.ChatPrompt``: harmful, legit_credential or legit_plain."""
-    return prompt.kind
 
 
 def credential_of(prompt) -> str:
