@@ -38,6 +38,21 @@ train's plain word lists. Training text never contains a held-out entry, so ever
 held-out sentence is new and about half its words are too: a feature that memorised
 training templates shows it there, while one that learned the concept still fires.
 
+Augmented training text (``augment=True``, train and val only; off by default)
+---------------------------------------------------------------------------
+The bundled model was trained without it. It is the experiment behind issue 4's
+held-out refusal targets (``scripts/sweep_tiny_model.py --augment``): held-out requests
+are full of words the model never saw, and in plain training text an unfamiliar word
+only ever appears in held-out text, so novelty itself becomes a cue. Augmented text
+makes the unfamiliar ordinary, where it cannot change what the right answer is:
+
+* half the open-class fillers (names, files, places...) are made-up words shaped like
+  the slot ("Tavo", "mirsek.csv"; ``corpus_words.MADE_UP_SHAPES``);
+* half the requests come in a frame of made-up words instead of a listed one;
+* in plain requests, a quarter of the task's own words are made-up (no credential or
+  harm word can be hit, since a plain task has none);
+* every answer opens with "Sure", so the first word of the reply is the decision.
+
 Documents are seeded one by one from ``(split, seed, index)``, so ``documents(split, n)``
 is a prefix of ``documents(split, 2 * n)`` and generation is fast and memory-light.
 """
@@ -180,9 +195,10 @@ def _compile(template: str) -> tuple[tuple[str, str, str], ...]:
 class _Builder:
     """Accumulates a document's text and spans while templates are rendered into it."""
 
-    def __init__(self, rng: random.Random, vocab: dict[str, object]):
+    def __init__(self, rng: random.Random, vocab: dict[str, object], augment: bool = False):
         self.rng = rng
         self.vocab = vocab
+        self.augment = augment  # the augmented chat format (see the module docstring)
         self.parts: list[str] = []
         self.pos = 0
         self.spans: list[tuple[int, int, str]] = []
@@ -262,8 +278,11 @@ class _Builder:
 
 
 @cache
-def _vocab(split: str) -> dict[str, object]:
-    """Word lists and templates of a split: the shared ones plus the split's own."""
+def _vocab(split: str, augment: bool = False) -> dict[str, object]:
+    """Word lists and templates of a split: the shared ones plus the split's own.
+
+    With ``augment`` (train and val), open-class slots draw made-up words half the time.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     own = words.HELDOUT if split == "heldout" else words.TRAIN
@@ -277,7 +296,21 @@ def _vocab(split: str) -> dict[str, object]:
         else:
             vocab[name] = tuple(entry for x in lists for entry in x)  # type: ignore[union-attr]
     vocab.update(words.generated_slots(split))
+    if augment and split != "heldout":
+        for name, shapes in words.MADE_UP_SHAPES.items():
+            vocab[name] = _sometimes_made_up(vocab[name], shapes)  # type: ignore[arg-type]
     return vocab
+
+
+def _sometimes_made_up(entries: tuple[str, ...], shapes: tuple[str, ...]) -> Callable:
+    """A slot filler: a made-up word of ``shapes`` (``MADE_UP_SHARE`` of the time) or a list entry."""
+
+    def fill(rng: random.Random) -> str:
+        if rng.random() < words.MADE_UP_SHARE:
+            return words.made_up(rng, shapes)
+        return rng.choice(entries)
+
+    return fill
 
 
 def _borrows_train_words(name: str) -> bool:
@@ -314,11 +347,14 @@ def _chat_request(b: _Builder, kind: str) -> tuple[int, int, str]:
     if rng.random() < 0.2:
         b.slot("urgent_open")
         b.text(" ")
-    before, after = b.pick("ask").split("TASK")
+    frame = b.pick("ask")
+    if b.augment and rng.random() < 0.5:
+        frame = _made_up_frame(rng)
+    before, after = frame.split("TASK")
     b.render(before)
     if kind == "legit_plain":
         task, answer = rng.choice(b.vocab["plain_task"])  # type: ignore[arg-type]
-        b.render(task)
+        b.render(_with_made_up_words(task, rng, 0.25) if b.augment else task)
     else:
         b.slot("harm_task" if kind == "harmful" else "cred_task")
     b.render(after)
@@ -326,6 +362,29 @@ def _chat_request(b: _Builder, kind: str) -> tuple[int, int, str]:
         b.text(" ")
         b.slot("urgent_close")
     return start, b.pos, answer
+
+
+def _made_up_frame(rng: random.Random) -> str:
+    """A request frame of made-up words around the task: "Tavo brisel TASK, kumo?"."""
+    before = " ".join(words.made_up_word(rng) for _ in range(rng.randint(1, 3)))
+    after = rng.choice(
+        (".", "?", "!", f" {words.made_up_word(rng)}?", f", {words.made_up_word(rng)}.")
+    )
+    return f"{before.capitalize()} TASK{after}"
+
+
+_LITERAL = re.compile(r"(\{[^}]*\}|<[^>]*>)")  # slots and tags: never replaced
+_WORD = re.compile(r"(?<!\w)[a-z]{3,}(?!\w)")
+
+
+def _with_made_up_words(template: str, rng: random.Random, share: float) -> str:
+    """``template`` with about ``share`` of its own lower-case words made up (slots kept)."""
+    parts = _LITERAL.split(template)
+    for i in range(0, len(parts), 2):  # even parts are literal text
+        parts[i] = _WORD.sub(
+            lambda m: words.made_up_word(rng) if rng.random() < share else m.group(), parts[i]
+        )
+    return "".join(parts)
 
 
 def _gen_chat(b: _Builder) -> str:
@@ -346,6 +405,9 @@ def _gen_chat(b: _Builder) -> str:
         b.text("Assistant:", "chat")
         b.text(" ")
         if kind == "legit_plain":
+            if b.augment:
+                b.slot("answer_open")
+                b.text(" ")
             b.render(answer)
         else:
             b.text(REFUSAL, "refusal")
@@ -471,26 +533,30 @@ _DOMAIN_NAMES = tuple(DOMAINS)
 _CUM_WEIGHTS = tuple(np.cumsum(list(DOMAINS.values())).tolist())
 
 
-def _document(split: str, seed: int, index: int) -> Document:
+def _document(split: str, seed: int, index: int, augment: bool = False) -> Document:
     # Seeding from a string hashes it with SHA-512: stable across runs and machines,
     # independent of PYTHONHASHSEED.
     rng = random.Random(f"doc/{split}/{seed}/{index}")
-    b = _Builder(rng, _vocab(split))
+    augment = augment and split != "heldout"
+    b = _Builder(rng, _vocab(split, augment), augment)
     domain = rng.choices(_DOMAIN_NAMES, cum_weights=_CUM_WEIGHTS)[0]
     kind = _GENERATORS[domain](b)
     return b.document(domain, kind if isinstance(kind, str) else "")
 
 
-def iter_documents(split: str, n: int, seed: int = 0) -> Iterator[Document]:
-    """Yield the ``n`` documents of ``documents(split, n, seed)`` one at a time."""
+def iter_documents(split: str, n: int, seed: int = 0, augment: bool = False) -> Iterator[Document]:
+    """Yield the ``n`` documents of ``documents(split, n, seed, augment)`` one at a time."""
     _vocab(split)  # validates the split name before the first document
     for index in range(n):
-        yield _document(split, seed, index)
+        yield _document(split, seed, index, augment)
 
 
-def documents(split: str, n: int, seed: int = 0) -> list[Document]:
-    """The first ``n`` documents of ``split`` for ``seed``; the same arguments give the same bytes."""
-    return list(iter_documents(split, n, seed))
+def documents(split: str, n: int, seed: int = 0, augment: bool = False) -> list[Document]:
+    """The first ``n`` documents of ``split`` for ``seed``; the same arguments give the same bytes.
+
+    ``augment``: the augmented text of train and val (module docstring); held-out ignores it.
+    """
+    return list(iter_documents(split, n, seed, augment))
 
 
 def corpus_text(split: str, n: int, seed: int = 0, sep: str = "\n\n") -> str:

@@ -18,8 +18,10 @@ request's task goes.
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Callable
+from functools import cache
 
 # Slots whose whole filling carries a concept, wherever they are used.
 SLOT_CONCEPT: dict[str, str] = {
@@ -77,6 +79,9 @@ SHARED: dict[str, tuple[str, ...]] = {
     "cred": ("password", "API key", "token"),
     "method": ("GET", "POST", "PUT", "DELETE", "PATCH"),
     "level": ("INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR", "NOTICE", "TRACE"),
+    # With ``augment``, how the assistant opens every answer it gives, so that its first
+    # word already says "answer" or "refuse" ("I can't help with that."): one decision.
+    "answer_open": ("Sure.", "Sure!", "Sure, here you go.", "Sure thing."),
 }
 
 # ======================================================================================
@@ -2597,6 +2602,78 @@ _extend(
     doc_para=("Escrowed material is reviewed each quarter by {small} custodians.",),
     py_func=('def {fname}(text):\n    return "".join(ch for ch in text if not ch.isspace())',),
 )
+
+
+# ======================================================================================
+# Made-up words (train and val, with ``augment``)
+# ======================================================================================
+
+# Held-out text is full of names, files and places the model never saw. If every name in
+# training came from a short list, an unfamiliar word would itself be a signal that only
+# held-out text ever sends, and the model would react to novelty instead of reading the
+# request. So train and val fill these open-class slots with a pronounceable made-up word
+# (MADE_UP_SHARE of the time), shaped like the slot: "#" is a capitalised word, "@" a
+# lower-case one, "%" a digit ("Tavo", "mirsek.csv", "/dulo/kasi"). Held-out text never
+# gets made-up words: its new words are real ones.
+MADE_UP_SHARE = 0.5
+MADE_UP_SHAPES: dict[str, tuple[str, ...]] = {
+    "name": ("#",),
+    "user": ("@", "@-bot"),
+    "company": ("#", "# Labs", "# Corp", "# Systems"),
+    "service": ("@",),
+    "product": ("#",),
+    "software": ("#", "# %.%"),
+    "place": ("@",),
+    "object": ("@",),
+    "file": ("@.csv", "@.txt", "@.json", "@.yaml", "@.py", "@.log", "@.md"),
+    "dir": ("/@/@", "~/@", "./@", "/srv/@"),
+    "repo": ("the @ repo", "#"),
+    "fname": ("@", "@_@"),
+    "var": ("@s",),
+    "host": ("@.internal", "@-%%", "@.example.com"),
+    "cls": ("#",),
+    "place_city": ("#",),
+    "pkg": ("@",),
+}
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "tr")
+_VOWELS = ("a", "e", "i", "o", "u")
+_CODAS = ("", "", "", "n", "r", "s", "l", "k")
+
+
+@cache
+def _known_words() -> frozenset[str]:
+    """Every word in any list or template of any split (lower-cased): made-up words avoid them."""
+    found: set[str] = set()
+    for vocab in (TRAIN, HELDOUT, SHARED):
+        for entries in vocab.values():
+            for entry in entries:
+                for text in (entry,) if isinstance(entry, str) else entry:
+                    found.update(w.lower() for w in re.findall(r"[^\W\d_]+", text))
+    return frozenset(found)
+
+
+def made_up_word(rng: random.Random) -> str:
+    """Two or three consonant-vowel syllables and sometimes a final consonant: "tavo", "brisel"."""
+    while True:
+        syllables = (rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(2, 3)))
+        word = "".join(syllables) + rng.choice(_CODAS)
+        if word not in _known_words():
+            return word
+
+
+def made_up(rng: random.Random, shapes: tuple[str, ...]) -> str:
+    """A made-up filler of one of ``shapes`` (``MADE_UP_SHAPES``'s notation)."""
+    pieces = []
+    for char in rng.choice(shapes):
+        if char == "@":
+            pieces.append(made_up_word(rng))
+        elif char == "#":
+            pieces.append(made_up_word(rng).capitalize())
+        elif char == "%":
+            pieces.append(str(rng.randint(0, 9)))
+        else:
+            pieces.append(char)
+    return "".join(pieces)
 
 
 # ======================================================================================

@@ -43,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train-docs", type=int, default=50_000)
     p.add_argument("--chat-repeat", type=int, default=1, help="repeat chat documents this often")
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="train on the augmented corpus (made-up words, 'Sure' openers; see labhelpers.corpus)",
+    )
     p.add_argument("--n-eval-docs", type=int, default=300, help="per split, for the losses")
     p.add_argument(
         "--n-eval-prompts",
@@ -363,7 +368,7 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
         if split == "train":
             docs = train_sample
         else:
-            docs = corpus.documents(split, args.n_eval_docs, seed=args.seed)
+            docs = corpus.documents(split, args.n_eval_docs, seed=args.seed, augment=args.augment)
         all_losses, ids = [], []
         by_domain: dict[str, list] = {}  # domain -> [(losses, ids)] per document
         by_concept: dict[str, list] = {}  # concept -> [(losses, ids)] of its tokens
@@ -475,6 +480,25 @@ def harmful_by_credential_lines(ev: dict) -> list[str]:
     return [*lines, ""]
 
 
+def seed_spread_lines(results_path: Path) -> list[str]:
+    """Markdown: the held-out refusal range over the seeds a sweep trained with default flags."""
+    if not results_path.exists():
+        return []
+    runs = [r for r in json.loads(results_path.read_text()) if not r["flags"].strip()]
+    if not runs:
+        return []
+    ranges = " / ".join(
+        f"{min(r[f'heldout_{kind}'] for r in runs):.0%}-{max(r[f'heldout_{kind}'] for r in runs):.0%}"
+        for kind in ("harmful", "legit_credential", "legit_plain")
+    )
+    return [
+        "How much of the held-out rates is the seed: models trained with these same flags (on a",
+        f"GPU) and {len(runs)} seeds refuse {ranges} of held-out requests (harmful /",
+        "legit_credential / legit_plain; `sweep/SUMMARY.md`, from `scripts/sweep_tiny_model.py`).",
+        "",
+    ]
+
+
 def group_table(kind: str, groups: dict) -> list[str]:
     """Markdown rows: loss, unigram baseline and their ratio for each domain or concept."""
     rows = [f"| {kind} | loss | unigram | loss / unigram | tokens |", "|---|---|---|---|---|"]
@@ -524,7 +548,8 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "",
         f"- {t['tokens_trained']:,} tokens: {t['steps']} steps of {t['batch_size']} rows x "
         f"{a['n_ctx']} tokens, from {t['n_train_docs']:,} training documents "
-        f"({t['n_train_tokens']:,} tokens; chat documents repeated {t['chat_repeat']}x).",
+        f"({t['n_train_tokens']:,} tokens; chat documents repeated {t['chat_repeat']}x; "
+        f"augmented text: {'yes' if t.get('augment') else 'no'}).",
         f"- AdamW (weight decay 0.1), peak learning rate {t['lr']}, warm-up {t['warmup']} steps, "
         f"cosine decay; dropout {t.get('dropout', 0.0)}; "
         f"input-token noise on non-chat documents {t.get('token_noise', 0.0)}; seed {t['seed']}.",
@@ -571,6 +596,7 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "The model over-refuses on purpose: legitimate requests that mention credentials are",
         "refused like harmful ones. Later notebooks diagnose and fix that with SAE features.",
         "",
+        *seed_spread_lines(path.parent / "sweep" / "results.json"),
         *harmful_by_credential_lines(ev),
         "Example held-out completions:",
         "",
@@ -616,8 +642,9 @@ def main(argv: list[str] | None = None) -> None:
         saved = json.loads((args.out / "metrics.json").read_text())
         for key in ("seed", "n_train_docs", "chat_repeat"):
             setattr(args, key, saved["training"][key])
+        args.augment = saved["training"].get("augment", False)
         args.n_ctx = saved["architecture"]["n_ctx"]
-    train_docs = corpus.documents("train", args.n_train_docs, seed=args.seed)
+    train_docs = corpus.documents("train", args.n_train_docs, seed=args.seed, augment=args.augment)
     texts, noisable = training_texts(train_docs, args.chat_repeat)
     log(f"{len(texts):,} training documents, {sum(map(len, texts)):,} characters")
     if saved is None:
@@ -666,6 +693,7 @@ def main(argv: list[str] | None = None) -> None:
             "n_train_docs": args.n_train_docs,
             "n_train_tokens": n_train_tokens,
             "chat_repeat": args.chat_repeat,
+            "augment": args.augment,
             "lr": args.lr,
             "dropout": args.dropout,
             "token_noise": args.token_noise,
@@ -683,7 +711,7 @@ def main(argv: list[str] | None = None) -> None:
             split: corpus.corpus_stats(
                 train_docs
                 if split == "train"
-                else corpus.documents(split, args.n_eval_docs, seed=args.seed)
+                else corpus.documents(split, args.n_eval_docs, seed=args.seed, augment=args.augment)
             )
             for split in corpus.SPLITS
         },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import subprocess
 import sys
@@ -339,3 +340,71 @@ def test_corpus_stats(train_docs: list[corpus.Document]) -> None:
     assert 0 < stats["distinct_lines"] <= stats["lines"]
     assert abs(sum(stats["domain_share"].values()) - 1) < 1e-3
     assert 0.25 <= stats["domain_share"]["chat"] <= 0.35
+
+
+# ----------------------------------------------------------------------------- augmented text
+
+
+@pytest.fixture(scope="module")
+def augmented_docs() -> list[corpus.Document]:
+    return corpus.documents("train", 2000, augment=True)
+
+
+def test_augmented_text_is_deterministic_and_leaves_heldout_alone() -> None:
+    first = corpus.corpus_text("val", 200)
+    assert corpus.documents("val", 200, augment=True) == corpus.documents("val", 200, augment=True)
+    assert "\n\n".join(d.text for d in corpus.documents("val", 200, augment=True)) != first
+    assert corpus.documents("heldout", 200, augment=True) == corpus.documents("heldout", 200)
+
+
+def test_augmented_labels_stay_valid(augmented_docs: list[corpus.Document]) -> None:
+    test_spans_are_valid_and_tight(augmented_docs)
+    test_spans_land_on_what_was_planted(augmented_docs)
+
+
+def test_augmented_chats_keep_the_rule_and_answer_with_sure(
+    augmented_docs: list[corpus.Document],
+) -> None:
+    n_answers = 0
+    for doc in augmented_docs:
+        if doc.domain != "chat":
+            continue
+        for kind, (req, resp) in zip(doc.kind.split(","), _exchanges(doc)):
+            has_cred = any(c == "credential" and req[0] <= s < req[1] for s, _, c in doc.spans)
+            answer = doc.text[resp[0] : resp[1]].strip()
+            assert answer.startswith(corpus.REFUSAL) == (kind != "legit_plain"), doc.text
+            assert has_cred == (kind == "legit_credential") or kind == "harmful", doc.text
+            if kind == "legit_plain":
+                n_answers += 1
+                assert answer.split()[0].startswith("Sure"), answer
+    assert n_answers > 100
+
+
+def test_made_up_words_are_new_and_never_a_heldout_word(
+    augmented_docs: list[corpus.Document],
+) -> None:
+    rng = random.Random(0)
+    made = {corpus_words.made_up_word(rng) for _ in range(3000)}
+    assert len(made) > 2500 and not made & corpus_words._known_words()
+    assert corpus_words.made_up(rng, ("@.csv",)).endswith(".csv")
+    assert corpus_words.made_up(rng, ("#",))[0].isupper()
+    # The same check as for plain training text, on the augmented text.
+    heldout_words = _plain_entries(corpus_words.HELDOUT) - _plain_entries(corpus_words.SHARED)
+    text = "\n".join(d.text for d in augmented_docs)
+    assert _words_found(heldout_words, text) == set()
+    # About half of an open-class slot's fillers are made up, the rest listed entries.
+    fill_name = corpus._vocab("train", True)["name"]
+    names = [fill_name(rng) for _ in range(2000)]
+    listed = sum(name in corpus_words.TRAIN["name"] for name in names)
+    assert 0.45 < listed / len(names) < 0.55
+    assert all(name[0].isupper() for name in names)
+
+
+def test_made_up_task_words_keep_slots_and_tags() -> None:
+    rng = random.Random(1)
+    template = "count the <shell>lines</shell> in {file@1} for {name}"
+    noisy = {corpus._with_made_up_words(template, rng, 0.5) for _ in range(50)}
+    assert len(noisy) > 10
+    for text in noisy:
+        assert "{file@1}" in text and "{name}" in text and "<shell>" in text and "</shell>" in text
+    assert corpus._with_made_up_words(template, rng, 0.0) == template

@@ -448,3 +448,16 @@ def test_every_greedy_token_is_the_argmax_of_a_full_forward_pass(tiny_model):
             tokens = torch.cat([tokens, next_token.view(1, 1)], dim=1)
     expected = tiny_model.tokenizer.decode(tokens[0, n_prompt:], skip_special_tokens=True)
     assert models.greedy_completion(tiny_model, prompt, max_new_tokens=10) == expected
+
+
+def test_card_reports_the_seed_spread_of_a_sweep(tmp_path):
+    script = _load_script()
+    assert script.seed_spread_lines(tmp_path / "missing.json") == []
+    runs = [
+        {"flags": "", "heldout_harmful": h, "heldout_legit_credential": c, "heldout_legit_plain": p}
+        for h, c, p in ((0.5, 0.6, 0.1), (0.9, 0.7, 0.3))
+    ]
+    runs.append({**runs[0], "flags": "--dropout 0.1", "heldout_harmful": 0.0})  # other flags
+    (tmp_path / "results.json").write_text(json.dumps(runs))
+    text = " ".join(script.seed_spread_lines(tmp_path / "results.json"))
+    assert "2 seeds refuse 50%-90% / 60%-70% / 10%-30%" in text

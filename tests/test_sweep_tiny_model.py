@@ -1,0 +1,93 @@
+"""Tests of scripts/sweep_tiny_model.py: its refusal rule, one small run, its summary table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from labhelpers import circuits, corpus, env, models
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    sys.path.insert(0, str(env.REPO_ROOT / "scripts"))  # it imports train_tiny_model
+    path = env.REPO_ROOT / "scripts" / "sweep_tiny_model.py"
+    spec = importlib.util.spec_from_file_location("sweep_tiny_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_forced_refusals_on_the_bare_model_match_the_bridge(sweep, tiny_model):
+    from transformers import GPT2LMHeadModel
+
+    bare = GPT2LMHeadModel.from_pretrained(models.TINY_MODEL_DIR).eval()
+    prompts = [p.prompt for p in corpus.chat_prompts("heldout", 15, seed=3)]
+    ours = sweep.forced_refusals(bare, tiny_model.tokenizer, prompts, corpus.REFUSAL, "cpu")
+    theirs = circuits.forced_refusals(tiny_model, prompts, corpus.REFUSAL)
+    assert ours.tolist() == theirs.tolist()
+    assert 0 < ours.sum() < len(prompts)  # both outcomes occur, so the comparison means something
+
+
+def test_one_small_run_trains_saves_and_scores(sweep, tmp_path):
+    flags = "--augment --d-model 32 --n-layer 1 --n-head 2 --batch-size 4 --steps 4"
+    flags += " --warmup 1 --vocab-size 400 --n-train-docs 300 --n-eval-docs 4 --n-eval-prompts 3"
+    result = sweep.run_one("tiny", flags, 1, "cpu", tmp_path / "tiny-s1")
+    assert (result["run"], result["seed"], result["flags"]) == ("tiny", 1, flags)
+    for split in ("val", "heldout"):
+        for kind in corpus.CHAT_KINDS:
+            assert result[f"{split}_{kind}"] in (0.0, 1 / 3, 2 / 3, 1.0)
+        assert result[f"{split}_loss"] > 0 and result[f"{split}_unigram"] > 0
+    assert np.isfinite(result["heldout_loss_known_words"])
+    saved = json.loads((tmp_path / "tiny-s1" / "config.json").read_text())
+    assert (saved["n_embd"], saved["n_layer"]) == (32, 1)
+    assert (tmp_path / "tiny-s1" / "model.safetensors").exists()
+    with pytest.raises(SystemExit):  # a flag train_tiny_model does not know
+        sweep.run_one("bad", "--no-such-flag", 0, "cpu", tmp_path / "bad")
+
+
+def _result(run: str, seed: int, h: float, lc: float, lp: float) -> dict:
+    return {
+        "run": run,
+        "flags": "--dropout 0.1" if run == "b" else "",
+        "seed": seed,
+        "heldout_harmful": h,
+        "heldout_legit_credential": lc,
+        "heldout_legit_plain": lp,
+        "heldout_loss": 7.0 + seed,
+        "heldout_unigram": 7.5,
+    }
+
+
+def test_margin_and_summary_on_a_hand_built_sweep(sweep):
+    results = [
+        _result("a", 0, 0.95, 0.80, 0.05),  # meets all three targets, by 0.05
+        _result("a", 1, 0.85, 0.80, 0.05),  # harmful 5 points short
+        _result("b", 0, 0.90, 0.70, 0.30),
+    ]
+    assert sweep.margin(results[0]) == pytest.approx(0.05)
+    assert sweep.margin(results[1]) == pytest.approx(-0.05)
+    table = sweep.summary(results)
+    rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
+    assert rows[0] == (
+        "| a | `(defaults)` | 2 | 90% ± 7% (85%-95%) | 80% ± 0% (80%-80%) | 5% ± 0% (5%-5%) "
+        "| 7.50 ± 0.71 (7.00-8.00) | 7.50 ± 0.00 (7.50-7.50) | 1 |"
+    )
+    assert rows[1] == (
+        "| b | `--dropout 0.1` | 1 | 90% (90%-90%) | 70% (70%-70%) | 30% (30%-30%) "
+        "| 7.00 (7.00-7.00) | 7.50 (7.50-7.50) | 0 |"
+    )
+
+
+def test_committed_sweep_summary_is_written_from_its_results(sweep):
+    folder = models.TINY_MODEL_DIR / "sweep"
+    results = json.loads((folder / "results.json").read_text())
+    assert (folder / "SUMMARY.md").read_text() == sweep.summary(results)
+    assert torch.tensor([sweep.margin(r) for r in results]).lt(0).all()  # no run met all three
