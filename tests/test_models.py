@@ -340,7 +340,9 @@ def test_each_domains_baseline_is_the_unigram_loss_of_that_domains_tokens(tiny_m
     train_texts = [d.text for d in corpus.documents("train", 300)]
     train_ids = script.encode_documents(tokenizer, train_texts)
     known_words = script.training_words(train_texts)
-    args = argparse.Namespace(n_eval_docs=12, n_eval_prompts=1, seed=0, n_ctx=tiny_model.cfg.n_ctx)
+    args = argparse.Namespace(
+        n_eval_docs=12, n_eval_prompts=1, seed=0, n_ctx=tiny_model.cfg.n_ctx, augment=False
+    )
     train_sample = corpus.documents("train", 3)
     ev = script.evaluate(
         tiny_model, tokenizer, corpus, train_sample, train_ids, known_words, args, print
