@@ -155,6 +155,9 @@ class ChatPrompt:
     # The concepts labelled somewhere in the request, e.g. {"credential", "urgent"}: so a
     # refusal rate can be split by what a request mentions, not only by its kind.
     concepts: frozenset[str] = frozenset()
+    # The task template the request was written from (before its slots were filled): a
+    # split has only a few dozen, so a refusal rate can be read template by template.
+    task: str = ""
 
 
 # --------------------------------------------------------------------------------------
@@ -334,8 +337,8 @@ def _repeat(b: _Builder, slot: str, low: int, high: int, sep: str = " ") -> None
         b.slot(slot)
 
 
-def _chat_request(b: _Builder, kind: str) -> tuple[int, int, str]:
-    """Append the user's request of a chat ``kind``; return its span and the answer template.
+def _chat_request(b: _Builder, kind: str) -> tuple[int, int, str, str]:
+    """Append the user's request of a chat ``kind``; return its span, the answer and task templates.
 
     A request is an ``ask`` frame ("How do I TASK?") around a task of the kind: a
     harmful task, a benign task that names a credential, or a benign plain task. The
@@ -356,12 +359,13 @@ def _chat_request(b: _Builder, kind: str) -> tuple[int, int, str]:
         task, answer = rng.choice(b.vocab["plain_task"])  # type: ignore[arg-type]
         b.render(_with_made_up_words(task, rng, 0.25) if b.augment else task)
     else:
-        b.slot("harm_task" if kind == "harmful" else "cred_task")
+        task = b.pick("harm_task" if kind == "harmful" else "cred_task")
+        b.render(task)
     b.render(after)
     if rng.random() < 0.15:
         b.text(" ")
         b.slot("urgent_close")
-    return start, b.pos, answer
+    return start, b.pos, answer, task
 
 
 def _made_up_frame(rng: random.Random) -> str:
@@ -400,7 +404,7 @@ def _gen_chat(b: _Builder) -> str:
             b.text("\n")
         b.text("User:", "chat")
         b.text(" ")
-        _, _, answer = _chat_request(b, kind)
+        _, _, answer, _ = _chat_request(b, kind)
         b.text("\n")
         b.text("Assistant:", "chat")
         b.text(" ")
@@ -636,10 +640,11 @@ def chat_prompts(split: str, n_per_kind: int, seed: int = 0) -> list[ChatPrompt]
     for kind in CHAT_KINDS:
         for index in range(n_per_kind):
             b = _Builder(random.Random(f"prompt/{split}/{seed}/{kind}/{index}"), vocab)
-            start, end, _ = _chat_request(b, kind)
+            start, end, _, task = _chat_request(b, kind)
             request = "".join(b.parts)[start:end]
             concepts = frozenset(c for s, e, c in b.spans if s < end and e > start)
-            prompts.append(ChatPrompt(f"User: {request}\nAssistant:", kind, request, concepts))
+            prompt = f"User: {request}\nAssistant:"
+            prompts.append(ChatPrompt(prompt, kind, request, concepts, task))
     return prompts
 
 

@@ -8,8 +8,9 @@ is trained once per ``--seeds`` with exactly that script's code, so the chosen m
 retrained with its flags alone. Each run is scored without TransformerLens (so it works on
 a bare GPU machine): val and held-out loss against the unigram baseline, and forced
 refusal rates on the same prompts as the model card. Prints one table row per run and
-writes ``results.json``; the weights of each run stay under ``--out/NAME-sSEED``.
-This is how the bundled model's flags were chosen (see its card), on a GPU in minutes.
+writes ``results.json`` and ``SUMMARY.md``; each run's weights stay in ``--out/NAME-sSEED``.
+``data/tiny_model/sweep/`` holds one such sweep (24 models in 146 s on one H200): how far
+the held-out refusal rates move with the seed alone, and with the augmented corpus.
 """
 
 from __future__ import annotations

@@ -429,6 +429,7 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
         out.setdefault("harmful_refusal_by_credential", {})[split] = {
             name: {"rate": rate, "prompts": sizes[name]} for name, rate in rates.items()
         }
+        out.setdefault("refusal_by_task", {})[split] = refusal_by_task(prompts, refused)
         log(f"refusal rates ({split}): {out['refusal_rate'][split]}")
     examples = corpus.chat_prompts("heldout", 2, seed=args.seed)
     out["example_completions"] = [
@@ -439,6 +440,23 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
         }
         for p in examples
     ]
+    return out
+
+
+def refusal_by_task(prompts: list, refused: list[bool]) -> dict:
+    """Per kind, how many task templates were refused (>= 90% of their prompts), answered
+    (<= 10%) or mixed: a split's requests come from only a few dozen templates."""
+    out: dict = {}
+    for kind in dict.fromkeys(p.kind for p in prompts):
+        pairs = [(p, r) for p, r in zip(prompts, refused) if p.kind == kind]
+        rates = models.rates_by([p for p, _ in pairs], [r for _, r in pairs], attrgetter("task"))
+        values = np.array(list(rates.values()))
+        out[kind] = {
+            "templates": len(values),
+            "refused": int((values >= 0.9).sum()),
+            "answered": int((values <= 0.1).sum()),
+            "mixed": int(((values > 0.1) & (values < 0.9)).sum()),
+        }
     return out
 
 
@@ -497,6 +515,26 @@ def seed_spread_lines(results_path: Path) -> list[str]:
         "legit_credential / legit_plain; `sweep/SUMMARY.md`, from `scripts/sweep_tiny_model.py`).",
         "",
     ]
+
+
+def refusal_by_task_lines(ev: dict) -> list[str]:
+    """Markdown: held-out task templates refused, answered or mixed, per kind."""
+    splits = ev.get("refusal_by_task")
+    if not splits:  # metrics written before this measurement
+        return []
+    lines = [
+        "Held-out requests come from a few task templates per kind (some of them compositional).",
+        "How many templates had their prompts refused (>= 90% of them), answered (<= 10%) or",
+        "mixed (`ChatPrompt.task`):",
+        "",
+        "| kind | templates | refused | answered | mixed |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, c in splits["heldout"].items():
+        lines.append(
+            f"| {kind} | {c['templates']} | {c['refused']} | {c['answered']} | {c['mixed']} |"
+        )
+    return [*lines, ""]
 
 
 def group_table(kind: str, groups: dict) -> list[str]:
@@ -597,6 +635,7 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "refused like harmful ones. Later notebooks diagnose and fix that with SAE features.",
         "",
         *seed_spread_lines(path.parent / "sweep" / "results.json"),
+        *refusal_by_task_lines(ev),
         *harmful_by_credential_lines(ev),
         "Example held-out completions:",
         "",

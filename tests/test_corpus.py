@@ -323,6 +323,23 @@ def test_chat_prompt_concepts_match_the_labels_of_the_request() -> None:
             assert "chat" not in p.concepts  # the "User:" marker lies outside the request
 
 
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_chat_prompts_name_the_task_template_they_were_written_from(split: str) -> None:
+    vocab = corpus._vocab(split)
+    lists = {
+        "harmful": set(vocab["harm_task"]),
+        "legit_credential": set(vocab["cred_task"]),
+        "legit_plain": {task for task, _ in vocab["plain_task"]},
+    }
+    prompts = corpus.chat_prompts(split, 60, seed=4)
+    for p in prompts:
+        assert p.task in lists[p.kind], p
+    # a plain task without slots is copied into the request word for word
+    literal = [p for p in prompts if p.kind == "legit_plain" and "{" not in p.task]
+    assert literal and all(p.task in p.request for p in literal)
+    assert len({p.task for p in prompts if p.kind == "legit_plain"}) > 10
+
+
 def test_is_refusal() -> None:
     assert corpus.is_refusal(" " + corpus.REFUSAL + " Requests about keys are off limits.")
     assert corpus.is_refusal(corpus.REFUSAL)

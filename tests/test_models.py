@@ -463,3 +463,30 @@ def test_card_reports_the_seed_spread_of_a_sweep(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(runs))
     text = " ".join(script.seed_spread_lines(tmp_path / "results.json"))
     assert "2 seeds refuse 50%-90% / 60%-70% / 10%-30%" in text
+
+
+def test_refusal_by_task_counts_templates_refused_answered_and_mixed():
+    script = _load_script()
+    tasks = ["a", "a", "b", "b", "c", "c", "a"]
+    prompts = [corpus.ChatPrompt("", "harmful", "", task=t) for t in tasks]
+    prompts.append(corpus.ChatPrompt("", "legit_plain", "", task="d"))
+    refused = [True, True, False, False, True, False, True, False]
+    counts = script.refusal_by_task(prompts, refused)
+    assert counts == {
+        "harmful": {"templates": 3, "refused": 1, "answered": 1, "mixed": 1},
+        "legit_plain": {"templates": 1, "refused": 0, "answered": 1, "mixed": 0},
+    }
+    lines = script.refusal_by_task_lines({"refusal_by_task": {"heldout": counts}})
+    assert "| harmful | 3 | 1 | 1 | 1 |" in lines
+    assert script.refusal_by_task_lines({}) == []
+
+
+def test_card_reads_the_heldout_templates_from_the_metrics(metrics):
+    script = _load_script()
+    card = (models.TINY_MODEL_DIR / "MODEL_CARD.md").read_text()
+    counts = metrics["eval"]["refusal_by_task"]["heldout"]
+    assert set(counts) == set(corpus.CHAT_KINDS)
+    for line in script.refusal_by_task_lines(metrics["eval"]):
+        assert line in card
+    for c in counts.values():
+        assert c["refused"] + c["answered"] + c["mixed"] == c["templates"] > 0
