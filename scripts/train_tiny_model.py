@@ -18,6 +18,7 @@ import json
 import math
 import platform
 import re
+import shlex
 import sys
 import time
 from collections import Counter
@@ -498,11 +499,33 @@ def harmful_by_credential_lines(ev: dict) -> list[str]:
     return [*lines, ""]
 
 
-def seed_spread_lines(results_path: Path) -> list[str]:
-    """Markdown: the held-out refusal range over the seeds a sweep trained with default flags."""
+# Flags that say where and how fast a model trains, not what it is: a sweep's runs are
+# matched to the card's model without them (and without the seed they differ by).
+NOT_SETTINGS = ("--out", "--checkpoint-dir", "--device", "--threads", "--seed")
+
+
+def training_flags(argv: list[str]) -> str:
+    """The flags of a training command line that set what the model is, in their order."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in NOT_SETTINGS:
+            skip = True
+        else:
+            kept.append(word)
+    return shlex.join(kept)
+
+
+def seed_spread_lines(results_path: Path, flags: str = "") -> list[str]:
+    """Markdown: the held-out refusal range over a sweep's seeds trained with ``flags``."""
     if not results_path.exists():
         return []
-    runs = [r for r in json.loads(results_path.read_text()) if not r["flags"].strip()]
+    runs = [
+        r
+        for r in json.loads(results_path.read_text())
+        if training_flags(shlex.split(r["flags"])) == flags
+    ]
     if not runs:
         return []
     ranges = " / ".join(
@@ -634,7 +657,7 @@ def write_model_card(metrics: dict, path: Path) -> None:
         "The model over-refuses on purpose: legitimate requests that mention credentials are",
         "refused like harmful ones. Later notebooks diagnose and fix that with SAE features.",
         "",
-        *seed_spread_lines(path.parent / "sweep" / "results.json"),
+        *seed_spread_lines(path.parent / "sweep" / "results.json", t.get("flags", "")),
         *refusal_by_task_lines(ev),
         *harmful_by_credential_lines(ev),
         "Example held-out completions:",
@@ -733,6 +756,7 @@ def main(argv: list[str] | None = None) -> None:
             "n_train_tokens": n_train_tokens,
             "chat_repeat": args.chat_repeat,
             "augment": args.augment,
+            "flags": training_flags(sys.argv[1:] if argv is None else argv),
             "lr": args.lr,
             "dropout": args.dropout,
             "token_noise": args.token_noise,

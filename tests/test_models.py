@@ -463,6 +463,15 @@ def test_card_reports_the_seed_spread_of_a_sweep(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(runs))
     text = " ".join(script.seed_spread_lines(tmp_path / "results.json"))
     assert "2 seeds refuse 50%-90% / 60%-70% / 10%-30%" in text
+    text = " ".join(script.seed_spread_lines(tmp_path / "results.json", "--dropout 0.1"))
+    assert "1 seeds refuse 0%-0% / 60%-60% / 10%-10%" in text
+
+
+def test_training_flags_keep_what_the_model_is_and_drop_where_it_trains():
+    script = _load_script()
+    argv = ["--augment", "--out", "/tmp/m", "--dropout", "0.1", "--seed", "3", "--device", "cuda"]
+    assert script.training_flags(argv) == "--augment --dropout 0.1"
+    assert script.training_flags([]) == ""
 
 
 def test_refusal_by_task_counts_templates_refused_answered_and_mixed():
