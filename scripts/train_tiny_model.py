@@ -448,16 +448,10 @@ def refusal_by_task(prompts: list, refused: list[bool]) -> dict:
     """Per kind, how many task templates were refused (>= 90% of their prompts), answered
     (<= 10%) or mixed: a split's requests come from only a few dozen templates."""
     out: dict = {}
-    for kind in dict.fromkeys(p.kind for p in prompts):
-        pairs = [(p, r) for p, r in zip(prompts, refused) if p.kind == kind]
-        rates = models.rates_by([p for p, _ in pairs], [r for _, r in pairs], attrgetter("task"))
-        values = np.array(list(rates.values()))
-        out[kind] = {
-            "templates": len(values),
-            "refused": int((values >= 0.9).sum()),
-            "answered": int((values <= 0.1).sum()),
-            "mixed": int(((values > 0.1) & (values < 0.9)).sum()),
-        }
+    for (kind, _), rate in models.rates_by(prompts, refused, attrgetter("kind", "task")).items():
+        counts = out.setdefault(kind, {"templates": 0, "refused": 0, "answered": 0, "mixed": 0})
+        counts["templates"] += 1
+        counts["refused" if rate >= 0.9 else "answered" if rate <= 0.1 else "mixed"] += 1
     return out
 
 

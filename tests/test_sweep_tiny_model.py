@@ -25,15 +25,19 @@ def sweep():
     return module
 
 
-def test_forced_refusals_on_the_bare_model_match_the_bridge(sweep, tiny_model):
+def test_the_bare_model_refuses_like_the_bridge(sweep, tiny_model):
     from transformers import GPT2LMHeadModel
 
     bare = GPT2LMHeadModel.from_pretrained(models.TINY_MODEL_DIR).eval()
+    bridge = sweep._BareBridge(bare, tiny_model.tokenizer, "cpu")
     prompts = [p.prompt for p in corpus.chat_prompts("heldout", 15, seed=3)]
-    ours = sweep.forced_refusals(bare, tiny_model.tokenizer, prompts, corpus.REFUSAL, "cpu")
+    assert torch.equal(bridge.to_tokens(prompts[0]), tiny_model.to_tokens(prompts[0]).cpu())
+    ours = circuits.forced_refusals(bridge, prompts, corpus.REFUSAL)
     theirs = circuits.forced_refusals(tiny_model, prompts, corpus.REFUSAL)
     assert ours.tolist() == theirs.tolist()
     assert 0 < ours.sum() < len(prompts)  # both outcomes occur, so the comparison means something
+    with pytest.raises(ValueError, match="no hook points"):
+        bridge.run_with_hooks(bridge.to_tokens(prompts[0]), fwd_hooks=[("hook", None)])
 
 
 def test_one_small_run_trains_saves_and_scores(sweep, tmp_path):
