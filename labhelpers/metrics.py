@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
+    "auc",
     "ce_loss_recovered",
     "concept_scores",
     "dead_fraction",
@@ -144,6 +145,21 @@ def precision_recall(fires: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     recall = tp / max(float(labels.sum()), 1.0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of a score: the chance that a random ``positive`` example
+    scores above a random ``negative`` one (ties count half).
+
+    1.0: some threshold separates the two groups perfectly; 0.5: the score cannot tell
+    them apart. Unlike a rate at one threshold, it does not move when every score shifts
+    by the same amount. positive: ``[n_pos]``; negative: ``[n_neg]``.
+    """
+    pos = np.asarray(positive, dtype=float)[:, None]
+    neg = np.asarray(negative, dtype=float)[None, :]
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("auc needs at least one positive and one negative score")
+    return float((pos > neg).mean() + 0.5 * (pos == neg).mean())
 
 
 def f1_matrix(

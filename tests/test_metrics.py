@@ -180,3 +180,16 @@ def test_ce_loss_recovered_is_one_for_a_perfect_sae_and_zero_for_a_zero_one(tiny
         blank.W_dec.zero_()
     zero = metrics.ce_loss_recovered(tiny_model, blank, hook, tokens)
     assert abs(zero["recovered"]) < 1e-4 and zero["loss_zero"] > zero["loss_clean"]
+
+
+def test_auc_counts_ordered_pairs_and_ignores_a_common_shift():
+    assert metrics.auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert metrics.auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    # pairs: (2,1) above; (2,3), (0,1) and (0,3) below
+    assert metrics.auc([2.0, 0.0], [1.0, 3.0]) == 0.25
+    assert metrics.auc([1.0], [1.0]) == 0.5
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 50), rng.normal(0, 1, 60)
+    assert metrics.auc(pos, neg) == metrics.auc(pos - 7.5, neg - 7.5)
+    with pytest.raises(ValueError, match="at least one"):
+        metrics.auc([], [1.0])

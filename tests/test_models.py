@@ -7,6 +7,7 @@ way that lines up with the corpus's per-token concept labels.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import itertools
 import json
@@ -434,6 +435,30 @@ def test_token_noise_spares_chats_and_position_zero():
     assert torch.equal(noisy, script.noisy_inputs(batch, may_noise, 0.25, 8192, seed=0, step=7))
     assert not torch.equal(noisy, script.noisy_inputs(batch, may_noise, 0.25, 8192, seed=0, step=8))
     assert script.noisy_inputs(batch, may_noise, 0.0, 8192, seed=0, step=7) is batch
+
+
+def test_decision_weight_weights_only_each_replys_first_token(tokenizer):
+    script = _load_script()
+    ids = script.decision_ids(tokenizer)
+    text = "User: Rotate the key?\nAssistant: I can't help with that.\nUser: hi\nAssistant: Sure"
+    row = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    mask = script.decision_mask(row, ids)
+    # the marked positions are the ':' of both 'Assistant:', and the next tokens are the replies
+    assert mask.sum() == 2 and (row[mask] == ids[1]).all()
+    following = row[0, 1:][mask[0, :-1]]
+    assert [tokenizer.decode([t]) for t in following] == [" I", " S"]
+    torch.manual_seed(0)
+    config = dict(d_model=32, n_layer=1, n_head=2, n_ctx=64, dropout=0.0, seed=0)
+    model = script.build_model(argparse.Namespace(**config), len(tokenizer), tokenizer.bos_token_id)
+    plain = script.next_token_loss(model, row, row, 1.0, ids)
+    assert torch.allclose(plain, model(input_ids=row, labels=row).loss)
+    losses = torch.nn.functional.cross_entropy(
+        model(row).logits[0, :-1], row[0, 1:], reduction="none"
+    )
+    w = 1.0 + 9.0 * mask[0, :-1]
+    weighted = script.next_token_loss(model, row, row, 10.0, ids)
+    assert torch.allclose(weighted, (losses * w).sum() / w.sum())
+    assert not torch.allclose(weighted, plain)
 
 
 def test_every_greedy_token_is_the_argmax_of_a_full_forward_pass(tiny_model):

@@ -36,12 +36,19 @@ def test_the_bare_model_refuses_like_the_bridge(sweep, tiny_model):
     theirs = circuits.forced_refusals(tiny_model, prompts, corpus.REFUSAL)
     assert ours.tolist() == theirs.tolist()
     assert 0 < ours.sum() < len(prompts)  # both outcomes occur, so the comparison means something
+    margins = sweep.refusal_margins(bridge, prompts, corpus.REFUSAL, batch=16)
+    assert np.allclose(
+        margins, sweep.refusal_margins(tiny_model, prompts, corpus.REFUSAL), atol=1e-3
+    )
+    assert (margins[ours.numpy()] > 0).all()  # a refusal starts with the refusal's first token
     with pytest.raises(ValueError, match="no hook points"):
         bridge.run_with_hooks(bridge.to_tokens(prompts[0]), fwd_hooks=[("hook", None)])
 
 
 def test_one_small_run_trains_saves_and_scores(sweep, tmp_path):
-    flags = "--augment --d-model 32 --n-layer 1 --n-head 2 --batch-size 4 --steps 4"
+    flags = (
+        "--augment --decision-weight 5 --d-model 32 --n-layer 1 --n-head 2 --batch-size 4 --steps 4"
+    )
     flags += " --warmup 1 --vocab-size 400 --n-train-docs 300 --n-eval-docs 4 --n-eval-prompts 3"
     result = sweep.run_one("tiny", flags, 1, "cpu", tmp_path / "tiny-s1")
     assert (result["run"], result["seed"], result["flags"]) == ("tiny", 1, flags)
@@ -49,6 +56,7 @@ def test_one_small_run_trains_saves_and_scores(sweep, tmp_path):
         for kind in corpus.CHAT_KINDS:
             assert result[f"{split}_{kind}"] in (0.0, 1 / 3, 2 / 3, 1.0)
         assert result[f"{split}_loss"] > 0 and result[f"{split}_unigram"] > 0
+        assert 0 <= result[f"{split}_auc_harmful"] <= 1
     assert np.isfinite(result["heldout_loss_known_words"])
     saved = json.loads((tmp_path / "tiny-s1" / "config.json").read_text())
     assert (saved["n_embd"], saved["n_layer"]) == (32, 1)
@@ -58,7 +66,9 @@ def test_one_small_run_trains_saves_and_scores(sweep, tmp_path):
 
 
 def _result(run: str, seed: int, h: float, lc: float, lp: float) -> dict:
+    auc = {"heldout_auc_harmful": 0.9 + seed / 20, "heldout_auc_legit_credential": 0.8}
     return {
+        **(auc if run == "a" else {}),  # run b: a sweep from before the AUC was measured
         "run": run,
         "flags": "--dropout 0.1" if run == "b" else "",
         "seed": seed,
@@ -82,10 +92,10 @@ def test_margin_and_summary_on_a_hand_built_sweep(sweep):
     rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
     assert rows[0] == (
         "| a | `(defaults)` | 2 | 90% ± 7% (85%-95%) | 80% ± 0% (80%-80%) | 5% ± 0% (5%-5%) "
-        "| 7.50 ± 0.71 (7.00-8.00) | 7.50 ± 0.00 (7.50-7.50) | 1 |"
+        "| 0.925 ± 0.035 (0.900-0.950) | 0.800 ± 0.000 (0.800-0.800) | 7.50 ± 0.71 (7.00-8.00) | 7.50 ± 0.00 (7.50-7.50) | 1 |"
     )
     assert rows[1] == (
-        "| b | `--dropout 0.1` | 1 | 90% (90%-90%) | 70% (70%-70%) | 30% (30%-30%) "
+        "| b | `--dropout 0.1` | 1 | 90% (90%-90%) | 70% (70%-70%) | 30% (30%-30%) | - | - "
         "| 7.00 (7.00-7.00) | 7.50 (7.50-7.50) | 0 |"
     )
 
