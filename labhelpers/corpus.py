@@ -44,13 +44,17 @@ The bundled model was trained without it. It is the experiment behind issue 4's
 held-out refusal targets (``scripts/sweep_tiny_model.py --augment``): held-out requests
 are full of words the model never saw, and in plain training text an unfamiliar word
 only ever appears in held-out text, so novelty itself becomes a cue. Augmented text
-makes the unfamiliar ordinary, where it cannot change what the right answer is:
+makes the unfamiliar ordinary and the misleading harmless, where it cannot change what the
+right answer is:
 
 * half the open-class fillers (names, files, places...) are made-up words shaped like
   the slot ("Tavo", "mirsek.csv"; ``corpus_words.MADE_UP_SHAPES``);
 * half the requests come in a frame of made-up words instead of a listed one;
-* in plain requests, a quarter of the task's own words are made-up (no credential or
-  harm word can be hit, since a plain task has none);
+* in plain requests, a quarter of the task's own words are replaced (no credential or
+  harm word can be hit, since a plain task has none): half by made-up words, half by
+  *decoys*, words that training requests otherwise use only in refused ones though they
+  decide nothing ("machine", "stored"; ``_decoy_words``), so that only credential words
+  and ``corpus_words.HARM_WORDS`` tell the kinds apart;
 * every answer opens with "Sure", so the first word of the reply is the decision.
 
 Documents are seeded one by one from ``(split, seed, index)``, so ``documents(split, n)``
@@ -357,7 +361,7 @@ def _chat_request(b: _Builder, kind: str) -> tuple[int, int, str, str]:
     b.render(before)
     if kind == "legit_plain":
         task, answer = rng.choice(b.vocab["plain_task"])  # type: ignore[arg-type]
-        b.render(_with_made_up_words(task, rng, 0.25) if b.augment else task)
+        b.render(_with_made_up_words(task, rng, 0.25, _decoy_words()) if b.augment else task)
     else:
         task = b.pick("harm_task" if kind == "harmful" else "cred_task")
         b.render(task)
@@ -381,14 +385,56 @@ _LITERAL = re.compile(r"(\{[^}]*\}|<[^>]*>)")  # slots and tags: never replaced
 _WORD = re.compile(r"(?<!\w)[a-z]{3,}(?!\w)")
 
 
-def _with_made_up_words(template: str, rng: random.Random, share: float) -> str:
-    """``template`` with about ``share`` of its own lower-case words made up (slots kept)."""
+def _with_made_up_words(
+    template: str, rng: random.Random, share: float, decoys: tuple[str, ...] = ()
+) -> str:
+    """``template`` with about ``share`` of its own lower-case words replaced (slots kept):
+    by a made-up word, or half the time by one of ``decoys`` when given."""
+
+    def replace(match: re.Match) -> str:
+        if rng.random() >= share:
+            return match.group()
+        if decoys and rng.random() < 0.5:
+            return rng.choice(decoys)
+        return words.made_up_word(rng)
+
     parts = _LITERAL.split(template)
     for i in range(0, len(parts), 2):  # even parts are literal text
-        parts[i] = _WORD.sub(
-            lambda m: words.made_up_word(rng) if rng.random() < share else m.group(), parts[i]
-        )
+        parts[i] = _WORD.sub(replace, parts[i])
     return "".join(parts)
+
+
+_REQUEST_WORD = re.compile(r"[A-Za-z][a-z]{2,}")
+
+
+@cache
+def _decoy_words() -> tuple[str, ...]:
+    """Words that training requests use only in refused ones, though they decide nothing.
+
+    "machine" ("malware that ... every infected machine"), "stored", "entries": each occurs in harmful or credential requests and in no plain one, so a model learns
+    it as a refusal cue and then refuses a plain held-out request that happens to use it
+    ("see how long the machine has been running"). Augmented plain requests borrow them,
+    so that only credential words (``<credential>`` spans) and ``words.HARM_WORDS``
+    separate the kinds. Counted on fixed samples of plain training text (every training
+    run gets the same list): at least 10 refused requests of 6,000, no plain one of 3,000.
+    """
+    credential: set[str] = set()
+    for doc in documents("train", 6000, seed=12345):
+        for start, end, concept in doc.spans:
+            if concept == "credential" and doc.domain == "chat":
+                credential.update(w.lower() for w in _REQUEST_WORD.findall(doc.text[start:end]))
+    refused, plain = Counter(), Counter()
+    for prompt in chat_prompts("train", 3000, seed=12345):
+        request = prompt.prompt.split("User:", 1)[1].rsplit("\nAssistant:", 1)[0]
+        found = {w.lower() for w in _REQUEST_WORD.findall(request)}
+        (plain if prompt.kind == "legit_plain" else refused).update(found)
+    return tuple(
+        sorted(
+            w
+            for w, n in refused.items()
+            if n >= 10 and not plain[w] and w not in credential and w not in words.HARM_WORDS
+        )
+    )
 
 
 def _gen_chat(b: _Builder) -> str:

@@ -2676,6 +2676,16 @@ def made_up(rng: random.Random, shapes: tuple[str, ...]) -> str:
     return "".join(pieces)
 
 
+# Words that make a request harmful by themselves: a harm verb ("steal", "sniff") or a kind
+# of attack ("ransomware", "phishing"). Augmented text never uses them as decoys (below).
+HARM_WORDS: frozenset[str] = frozenset(
+    "steal stealing exploit dump brute force crack fake harvest ransomware malware phishing "
+    "phish hijack worm keylogger injection bypass sneak infected sniff intercept exfiltrate spy "
+    "secretly tricks guess knock breach leak leaked spyware trojan rootkit botnet virus scam "
+    "floods break".split()
+)
+
+
 # ======================================================================================
 # Random values
 # ======================================================================================

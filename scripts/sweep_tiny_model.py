@@ -10,7 +10,8 @@ a bare GPU machine): val and held-out loss against the unigram baseline, and for
 refusal rates on the same prompts as the model card. Prints one table row per run and
 writes ``results.json`` and ``SUMMARY.md``; each run's weights stay in ``--out/NAME-sSEED``.
 ``data/tiny_model/sweep/`` holds one such sweep (24 models in 146 s on one H200): how far
-the held-out refusal rates move with the seed alone, and with the augmented corpus.
+the held-out refusal rates move with the seed alone, and with the augmented corpus as it
+was at commit e79bb79 (before ``--augment`` added decoys to plain requests).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -425,3 +426,34 @@ def test_made_up_task_words_keep_slots_and_tags() -> None:
     for text in noisy:
         assert "{file@1}" in text and "{name}" in text and "<shell>" in text and "</shell>" in text
     assert corpus._with_made_up_words(template, rng, 0.0) == template
+
+
+def _request_words(prompt: corpus.ChatPrompt) -> set[str]:
+    request = prompt.prompt.split("User:", 1)[1].rsplit("\nAssistant:", 1)[0]
+    return {w.lower() for w in re.findall(r"[A-Za-z][a-z]{2,}", request)}
+
+
+def test_decoys_are_words_of_refused_requests_that_decide_nothing() -> None:
+    decoys = set(corpus._decoy_words())
+    assert {"machine", "stored", "entries"} <= decoys  # cues a model picked up (issue 4)
+    assert not decoys & corpus_words.HARM_WORDS
+    assert not decoys & {"password", "token", "key", "secret", "passphrase"}
+    # On a sample the list was not counted on: plain requests hardly ever use a decoy.
+    plain = Counter()
+    prompts = [p for p in corpus.chat_prompts("train", 3000, seed=7) if p.kind == "legit_plain"]
+    for prompt in prompts:
+        plain.update(_request_words(prompt) & decoys)
+    assert max(plain.values()) <= 0.002 * len(prompts), plain.most_common(3)
+
+
+def test_augmented_plain_requests_borrow_decoys() -> None:
+    decoys = set(corpus._decoy_words())
+    docs = [d for d in corpus.documents("train", 3000, augment=True) if d.kind == "legit_plain"]
+    requests = [d.text.split("\nAssistant:")[0] for d in docs]
+    with_decoy = sum(
+        bool({w.lower() for w in re.findall(r"[a-z]{3,}", r)} & decoys) for r in requests
+    )
+    assert 0.2 < with_decoy / len(requests) < 0.6
+    rng = random.Random(2)
+    replaced = corpus._with_made_up_words("alpha beta gamma delta " * 50, rng, 1.0, ("zzz",))
+    assert 0.4 < replaced.split().count("zzz") / 200 < 0.6  # every word replaced, half by decoys
