@@ -55,6 +55,9 @@ right answer is:
   *decoys*, words that training requests otherwise use only in refused ones though they
   decide nothing ("machine", "stored"; ``_decoy_words``), so that only credential words
   and ``corpus_words.HARM_WORDS`` tell the kinds apart;
+* in harmful and credential requests, a quarter of the task's other words are made up
+  (``_with_noisy_context``): the credential span and the harm words stay, so the cue
+  decides, not the phrase around it;
 * every answer opens with "Sure", so the first word of the reply is the decision.
 
 Documents are seeded one by one from ``(split, seed, index)``, so ``documents(split, n)``
@@ -364,7 +367,7 @@ def _chat_request(b: _Builder, kind: str) -> tuple[int, int, str, str]:
         b.render(_with_made_up_words(task, rng, 0.25, _decoy_words()) if b.augment else task)
     else:
         task = b.pick("harm_task" if kind == "harmful" else "cred_task")
-        b.render(task)
+        b.render(_with_noisy_context(task, rng, 0.25) if b.augment else task)
     b.render(after)
     if rng.random() < 0.15:
         b.text(" ")
@@ -402,6 +405,33 @@ def _with_made_up_words(
     for i in range(0, len(parts), 2):  # even parts are literal text
         parts[i] = _WORD.sub(replace, parts[i])
     return "".join(parts)
+
+
+_LABELLED = re.compile(r"(<(\w+)>.*?</\2>|\{[^}]*\})")  # labelled spans and slots
+_TASK_WORD = re.compile(r"(?<![\w-])[a-z]{3,}(?![\w-])")  # not a piece of "brute-force"
+
+
+def _with_noisy_context(task: str, rng: random.Random, share: float) -> str:
+    """A harmful or credential ``task`` with about ``share`` of the words around its cues
+    made up: labelled spans (the credential), slots and harm words are kept.
+
+    "write malware that sends me the <credential>{cred}</credential> from every infected
+    machine" may become "write malware tobek sends me the ... from every infected brisel":
+    whatever else changes, the cue alone still decides.
+    """
+    keep = words.HARM_WORDS | words.HARM_PHRASE_WORDS
+
+    def replace(match: re.Match) -> str:
+        if match.group() in keep or rng.random() >= share:
+            return match.group()
+        return words.made_up_word(rng)
+
+    pieces, last = [], 0
+    for span in _LABELLED.finditer(task):
+        pieces += [_TASK_WORD.sub(replace, task[last : span.start()]), span.group()]
+        last = span.end()
+    pieces.append(_TASK_WORD.sub(replace, task[last:]))
+    return "".join(pieces)
 
 
 _REQUEST_WORD = re.compile(r"[A-Za-z][a-z]{2,}")

@@ -2685,6 +2685,13 @@ HARM_WORDS: frozenset[str] = frozenset(
     "floods break".split()
 )
 
+# Words harmful only inside a harmful task's phrase ("take over" an account, "without them
+# knowing", "private messages"): alone they are innocent and may be decoys, but the noise
+# in augmented harmful requests keeps them, so that the phrase stays whole.
+HARM_PHRASE_WORDS: frozenset[str] = frozenset(
+    "take over without knowing private messages spread encrypts login sql".split()
+)
+
 
 # ======================================================================================
 # Random values

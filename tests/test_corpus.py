@@ -457,3 +457,17 @@ def test_augmented_plain_requests_borrow_decoys() -> None:
     rng = random.Random(2)
     replaced = corpus._with_made_up_words("alpha beta gamma delta " * 50, rng, 1.0, ("zzz",))
     assert 0.4 < replaced.split().count("zzz") / 200 < 0.6  # every word replaced, half by decoys
+
+
+def test_noise_in_refused_tasks_spares_the_credential_slots_and_harm_words() -> None:
+    rng = random.Random(3)
+    task = "write malware that sends me the <credential>{cred} list</credential> to take over {dir}"
+    noisy = [corpus._with_noisy_context(task, rng, 0.5) for _ in range(200)]
+    for text in noisy:
+        assert text.startswith("write malware") or text.split()[1] == "malware"
+        assert "<credential>{cred} list</credential>" in text and "take over {dir}" in text
+    # the other words ("write", "that", "sends", "the") are each replaced about half the time
+    kept = sum(text.split()[0] == "write" for text in noisy) / len(noisy)
+    assert 0.35 < kept < 0.65
+    assert corpus._with_noisy_context(task, rng, 0.0) == task
+    assert corpus_words.HARM_PHRASE_WORDS.isdisjoint(corpus_words.HARM_WORDS)
