@@ -139,6 +139,7 @@ def run_one(name: str, flags: str, seed: int, device: str, out: Path) -> dict:
         "run": name,
         "flags": flags,
         "seed": seed,
+        "device": device,
         "n_params": n_params,
         "train_seconds": round(run["seconds"], 1),
         **result,

@@ -572,9 +572,10 @@ def seed_spread_lines(results_path: Path, flags: str = "") -> list[str]:
         f"{min(r[f'heldout_{kind}'] for r in runs):.0%}-{max(r[f'heldout_{kind}'] for r in runs):.0%}"
         for kind in ("harmful", "legit_credential", "legit_plain")
     )
+    where = " and ".join(sorted({"a GPU" if r["device"] != "cpu" else "the CPU" for r in runs}))
     return [
-        "How much of the held-out rates is the seed: models trained with these same flags (on a",
-        f"GPU) and {len(runs)} seeds refuse {ranges} of held-out requests (harmful /",
+        "How much of the held-out rates is the seed: models trained with these same flags (on",
+        f"{where}) and {len(runs)} seeds refuse {ranges} of held-out requests (harmful /",
         "legit_credential / legit_plain; `sweep/SUMMARY.md`, from `scripts/sweep_tiny_model.py`).",
         "",
     ]
