@@ -455,8 +455,7 @@ def _decoy_words() -> tuple[str, ...]:
                 credential.update(w.lower() for w in _REQUEST_WORD.findall(doc.text[start:end]))
     refused, plain = Counter(), Counter()
     for prompt in chat_prompts("train", 3000, seed=12345):
-        request = prompt.prompt.split("User:", 1)[1].rsplit("\nAssistant:", 1)[0]
-        found = {w.lower() for w in _REQUEST_WORD.findall(request)}
+        found = {w.lower() for w in _REQUEST_WORD.findall(prompt.request)}
         (plain if prompt.kind == "legit_plain" else refused).update(found)
     return tuple(
         sorted(

@@ -429,8 +429,7 @@ def test_made_up_task_words_keep_slots_and_tags() -> None:
 
 
 def _request_words(prompt: corpus.ChatPrompt) -> set[str]:
-    request = prompt.prompt.split("User:", 1)[1].rsplit("\nAssistant:", 1)[0]
-    return {w.lower() for w in re.findall(r"[A-Za-z][a-z]{2,}", request)}
+    return {w.lower() for w in re.findall(r"[A-Za-z][a-z]{2,}", prompt.request)}
 
 
 def test_decoys_are_words_of_refused_requests_that_decide_nothing() -> None:
