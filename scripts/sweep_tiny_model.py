@@ -69,9 +69,9 @@ def score(model, tokenizer, corpus, args, train_ids, known_words) -> dict:
     for split in ("val", "heldout"):
         losses, ids, known = [], [], []
         for doc in corpus.documents(split, args.n_eval_docs, seed=args.seed, augment=args.augment):
-            loss, offsets = script.token_losses(bridge, tokenizer, doc.text, args.n_ctx)
+            loss, doc_ids, offsets = script.token_losses(bridge, tokenizer, doc.text, args.n_ctx)
             losses.append(loss)
-            ids.append(tokenizer(doc.text, add_special_tokens=False)["input_ids"][: len(loss)])
+            ids.append(doc_ids)
             known.append(script.in_known_words(doc.text, offsets, known_words))
         losses, ids, known = np.concatenate(losses), np.concatenate(ids), np.concatenate(known)
         out[f"{split}_loss"] = float(losses.mean())

@@ -366,10 +366,11 @@ def train(model, docs, noisable, args, log, decision: tuple[int, int] | None = N
 # ---------------------------------------------------------------- evaluation
 
 
-def token_losses(bridge, tokenizer, text: str, n_ctx: int) -> tuple[np.ndarray, list]:
+def token_losses(bridge, tokenizer, text: str, n_ctx: int) -> tuple[np.ndarray, np.ndarray, list]:
     """Per-token next-token loss of one document (``[BOS] + tokens``, truncated to the context).
 
-    Returns ``losses[i]`` for document token ``i`` and the tokens' character offsets.
+    Returns ``losses[i]`` for document token ``i``, the tokens' ids (``[n_tokens]``, for a
+    baseline on the same tokens) and their character offsets (for labels).
     """
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = [tokenizer.bos_token_id, *enc["input_ids"]][:n_ctx]
@@ -378,7 +379,8 @@ def token_losses(bridge, tokenizer, text: str, n_ctx: int) -> tuple[np.ndarray, 
         logits = bridge(tokens)
     logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
     losses = -logprobs.gather(1, tokens[0, 1:, None])[:, 0]
-    return losses.cpu().numpy(), enc["offset_mapping"][: len(ids) - 1]
+    n = len(ids) - 1
+    return losses.cpu().numpy(), np.asarray(ids[1:]), enc["offset_mapping"][:n]
 
 
 def unigram_loss(train_docs: list[np.ndarray], eval_ids: np.ndarray, vocab_size: int) -> float:
@@ -420,10 +422,7 @@ def evaluate(bridge, tokenizer, corpus, train_sample, train_ids, known_words, ar
         by_domain: dict[str, list] = {}  # domain -> [(losses, ids)] per document
         by_concept: dict[str, list] = {}  # concept -> [(losses, ids)] of its tokens
         for doc in docs:
-            losses, offsets = token_losses(bridge, tokenizer, doc.text, args.n_ctx)
-            doc_ids = np.asarray(
-                tokenizer(doc.text, add_special_tokens=False)["input_ids"][: len(losses)]
-            )
+            losses, doc_ids, offsets = token_losses(bridge, tokenizer, doc.text, args.n_ctx)
             all_losses.append(losses)
             ids.append(doc_ids)
             by_domain.setdefault(doc.domain, []).append((losses, doc_ids))
