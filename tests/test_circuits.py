@@ -151,6 +151,36 @@ def test_attribution_patching_approximates_real_ablation_through_later_layers(mo
     assert r > 0.8, f"Pearson {float(r):.3f}"
 
 
+def test_integrated_gradients_equal_attribution_patching_when_the_metric_is_linear(model, tokens):
+    saes = {LINEAR: relu_sae(model, 3)}
+    means = circuits.node_means(model, saes, tokens)
+    linear = circuits.node_attributions(model, saes, tokens, metric, means)[LINEAR]
+    ig = circuits.integrated_gradients(model, saes, tokens, metric, means, steps=3)[LINEAR]
+    assert linear.abs().max() > 1e-3
+    torch.testing.assert_close(ig, linear, atol=2e-4, rtol=1e-3)
+
+
+def test_integrated_gradients_add_up_to_patching_the_whole_layer(model, saes, tokens):
+    """Completeness: one SAE's scores sum to metric(clean) - metric(all its nodes patched),
+    which the clean-point gradient misses where the model curves (non-trivially here)."""
+    means = circuits.node_means(model, saes, tokens)
+    clean = circuits._metric_with(model, tokens, metric, [])
+    for name in saes:
+        one = {name: saes[name]}
+        patched = circuits._metric_keeping(model, one, tokens, metric, set(), means)
+        ig = circuits.integrated_gradients(model, one, tokens, metric, means, steps=32)[name]
+        linear = circuits.node_attributions(model, one, tokens, metric, means)[name]
+        assert float(ig.sum()) == pytest.approx(clean - patched, rel=0.01)
+        assert abs(float(linear.sum()) - (clean - patched)) > 5 * abs(
+            float(ig.sum()) - (clean - patched)
+        )
+
+
+def test_integrated_gradients_reject_zero_steps(model, saes, tokens):
+    with pytest.raises(ValueError, match="steps"):
+        circuits.integrated_gradients(model, saes, tokens, metric, steps=0)
+
+
 def test_edges_have_one_row_per_downstream_node_and_sum_to_node_attributions(model, saes, tokens):
     small = ReLUSAE(SAEConfig(d_in=model.cfg.d_model, d_sae=32, seed=5))  # 33 backwards
     saes = {UP: saes[UP], DOWN: small}
