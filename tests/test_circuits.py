@@ -151,9 +151,12 @@ def test_attribution_patching_approximates_real_ablation_through_later_layers(mo
     assert r > 0.8, f"Pearson {float(r):.3f}"
 
 
-def test_integrated_gradients_equal_attribution_patching_when_the_metric_is_linear(model, tokens):
+@pytest.mark.parametrize("patch", ["zero", "mean"])
+def test_integrated_gradients_equal_attribution_patching_when_the_metric_is_linear(
+    model, tokens, patch
+):
     saes = {LINEAR: relu_sae(model, 3)}
-    means = circuits.node_means(model, saes, tokens)
+    means = circuits.node_means(model, saes, tokens) if patch == "mean" else None
     linear = circuits.node_attributions(model, saes, tokens, metric, means)[LINEAR]
     ig = circuits.integrated_gradients(model, saes, tokens, metric, means, steps=3)[LINEAR]
     assert linear.abs().max() > 1e-3
