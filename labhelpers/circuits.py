@@ -698,9 +698,18 @@ def plot_circuit(circuit: Circuit, ax: Axes | None = None) -> Axes:
         else:
             colour = "tab:blue" if node.importance > 0 else "tab:red"
             ax.scatter(x, y, s=size, color=colour, edgecolor="k", zorder=2)
-        ax.annotate(node.label, (x, y), xytext=(0, 20), textcoords="offset points", ha="center")
+        # Each label on the outer side of its row, away from the edges between the rows.
+        outward = 22 if y > 0 else -22
+        ax.annotate(
+            node.label,
+            (x, y),
+            xytext=(0, outward),
+            textcoords="offset points",
+            ha="center",
+            va="center",
+        )
     for row, hook in enumerate(circuit.hooks):
-        ax.text(0.01, row - 0.35, hook, fontsize=9, color="0.3")
+        ax.text(0.01, 1.4 if row else -0.4, hook, fontsize=9, color="0.3", va="center")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_xlim(0, 1)
