@@ -358,8 +358,8 @@ def _interpolating_hook(
             z = sae.encode(x)
             clean = {"z": z, "error": x - sae.decode(z)}
             delta_z, delta_err = _patch_delta(clean, means)
-            z = (z - delta_z + alpha * delta_z).requires_grad_(True)
-            error = (clean["error"] - delta_err + alpha * delta_err).requires_grad_(True)
+            z = (z - (1 - alpha) * delta_z).requires_grad_(True)
+            error = (clean["error"] - (1 - alpha) * delta_err).requires_grad_(True)
         record.update(z=z, error=error, delta_z=delta_z, delta_err=delta_err)
         return torch.cat([act[:, :1], (sae.decode(z) + error).to(act.dtype)], dim=1)
 
@@ -391,10 +391,10 @@ def integrated_gradients(
         raise ValueError(f"steps must be at least 1, not {steps}")
     out = {}
     for name, sae in saes.items():
+        patch = None if means is None else means[name]
         sum_z = sum_err = 0.0
         for k in range(steps):
             record: dict[str, torch.Tensor] = {}
-            patch = None if means is None else means[name]
             hook = _interpolating_hook(sae, patch, (k + 0.5) / steps, record)
             with torch.enable_grad():
                 logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(name, hook)])
