@@ -153,7 +153,7 @@ def _autocast(device: str) -> contextlib.AbstractContextManager:
 @torch.no_grad()
 def harvest(
     model: TransformerBridge,
-    hook_name: str,
+    hook_name: str | tuple[str, ...],
     token_batches: Iterable[torch.Tensor],
     exclude_bos: bool = True,
 ) -> Iterator[torch.Tensor]:
@@ -162,19 +162,24 @@ def harvest(
     The forward pass stops after the hook's layer (``stop_at_layer``), so harvesting layer 2
     of a 12-layer model costs three blocks, not twelve. Position 0 (BOS) is dropped when
     ``exclude_bos``: its activation norm is an outlier that would dominate the SAE's loss.
+    A tuple of hook names (a transcoder's MLP input and output) gives each token's
+    activations stacked in that order: ``[n_tokens, len(hook_name), d]``.
     """
-    layer = check_hook(model, hook_name)
-    stop = layer + 1 if layer is not None and layer + 1 < model.cfg.n_layers else None
+    names = (hook_name,) if isinstance(hook_name, str) else tuple(hook_name)
+    layers = [check_hook(model, name) for name in names]
+    last = None if None in layers else max(layers)  # type: ignore[type-var]
+    stop = last + 1 if last is not None and last + 1 < model.cfg.n_layers else None
     device = str(model.cfg.device)
     for tokens in token_batches:
         with _autocast(device):
             _, cache = model.run_with_cache(
-                tokens.to(device), names_filter=[hook_name], stop_at_layer=stop
+                tokens.to(device), names_filter=list(names), stop_at_layer=stop
             )
-        acts = cache[hook_name]  # [batch, context, d]
+        acts = torch.stack([cache[name] for name in names], dim=2)  # [batch, context, n, d]
         if exclude_bos:
             acts = acts[:, 1:]
-        yield acts.reshape(-1, acts.shape[-1]).float()
+        acts = acts.flatten(0, 1).float()
+        yield acts[:, 0] if isinstance(hook_name, str) else acts
 
 
 @torch.no_grad()
@@ -201,7 +206,7 @@ def token_acts(
 
 def collect(
     model: TransformerBridge,
-    hook_name: str,
+    hook_name: str | tuple[str, ...],
     texts: Iterable[str],
     n_tokens: int,
     context: int = 128,
@@ -209,7 +214,8 @@ def collect(
     exclude_bos: bool = True,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Harvest exactly ``n_tokens`` activations into one ``[n_tokens, d]`` tensor (CPU)."""
+    """Harvest exactly ``n_tokens`` activations into one ``[n_tokens, d]`` tensor (CPU);
+    ``[n_tokens, 2, d]`` for a pair of hook names (see ``harvest``)."""
     rows = pack_tokens(texts, model.tokenizer, context)
     chunks, total = [], 0
     with tqdm(total=n_tokens, desc=f"harvest {hook_name}", unit="tok", disable=not progress) as bar:
@@ -431,7 +437,7 @@ class StreamSource:
 
 def training_source(
     model: TransformerBridge,
-    hook_name: str,
+    hook_name: str | tuple[str, ...],
     make_texts: Callable[[], Iterable[str]],
     n_tokens: int,
     batch_size: int,

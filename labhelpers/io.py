@@ -61,7 +61,14 @@ class SAEFormatError(ValueError):
 
 
 def _short_name(sae: SAE) -> str:
-    return next(name for name, cls in ARCHITECTURES.items() if type(sae) is cls)
+    for name, cls in ARCHITECTURES.items():
+        if type(sae) is cls:
+            return name
+    raise TypeError(
+        f"save_sae writes the architectures of labhelpers.sae ({', '.join(ARCHITECTURES)}); "
+        f"a {type(sae).__name__} is not one of them. Trainer.save_checkpoint saves any model "
+        "it trains."
+    )
 
 
 def _state_for_saving(sae: SAE) -> dict[str, torch.Tensor]:

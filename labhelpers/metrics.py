@@ -346,12 +346,17 @@ def evaluate(
     true_directions: torch.Tensor | None = None,
     batch_size: int = 4096,
 ) -> dict[str, float]:
-    """Evaluate an SAE on activations ``x: [n, d_in]`` (in eval mode, then restored)."""
+    """Evaluate an SAE on activations ``x: [n, d_in]`` (in eval mode, then restored).
+
+    For a transcoder ``x`` holds (input, output) pairs, ``[n, 2, d_in]``, and every figure
+    compares its prediction with the output.
+    """
     was_training = sae.training
     sae.eval()
+    inputs, x = sae.split_batch(x)
     x_hat_parts, z_parts = [], []
     for start in range(0, len(x), batch_size):
-        z = sae.encode(x[start : start + batch_size])
+        z = sae.encode(inputs[start : start + batch_size])
         z_parts.append(z)
         x_hat_parts.append(sae.decode(z))
     sae.train(was_training)
@@ -381,7 +386,7 @@ def evaluate(
 def ce_loss_recovered(
     model: TransformerBridge,
     sae: torch.nn.Module,
-    hook_name: str,
+    hook_name: str | tuple[str, str],
     tokens: torch.Tensor,
     batch_size: int = 16,
 ) -> dict[str, float]:
@@ -391,14 +396,20 @@ def ce_loss_recovered(
     nothing, 0 when it is as bad as zeroing the activation. Also returns the three losses
     and ``kl``, the mean KL(clean || spliced) of the next-token distributions.
     tokens: [n_rows, context], each row starting with BOS (which the splice leaves alone).
+    For a transcoder, ``hook_name`` is the pair (MLP input, MLP output): the transcoder
+    replaces the MLP's output, and the zero baseline zeroes that output.
     """
+    if isinstance(hook_name, str):
+        out_hook, spliced_hooks = hook_name, [(hook_name, splice.sae_hook(sae))]
+    else:
+        out_hook, spliced_hooks = hook_name[1], splice.transcoder_hooks(sae, *hook_name)
     totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
     n_batches = 0
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
-        clean = splice.logits_with(model, batch, hook_name, None)
-        spliced = splice.logits_with(model, batch, hook_name, splice.sae_hook(sae))
-        zeroed = splice.logits_with(model, batch, hook_name, splice.zero_hook)
+        clean = model(batch)
+        spliced = model.run_with_hooks(batch, fwd_hooks=spliced_hooks)
+        zeroed = splice.logits_with(model, batch, out_hook, splice.zero_hook)
         totals["clean"] += float(splice.next_token_loss(clean, batch))
         totals["sae"] += float(splice.next_token_loss(spliced, batch))
         totals["zero"] += float(splice.next_token_loss(zeroed, batch))

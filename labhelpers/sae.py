@@ -130,6 +130,11 @@ class SAE(nn.Module):
         return z @ self.W_dec + self.b_dec
 
     # --- training -----------------------------------------------------------------------
+    def split_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch -> (input, target). An SAE's target is its input; a
+        transcoder's (``labhelpers.transcoder``) is the MLP output paired with it."""
+        return batch, batch
+
     def sparsity_loss(self, pre: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return pre.new_zeros(())
 
@@ -179,15 +184,17 @@ class SAE(nn.Module):
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True)
 
     @torch.no_grad()
-    def fold_input_scale_(self, scale: float) -> None:
+    def fold_input_scale_(self, scale: float, target_scale: float | None = None) -> None:
         """Make an SAE trained on ``x * scale`` work on raw ``x`` with the same latents.
 
         ``pre = (s x - b_dec) W_enc + b_enc = (x - b_dec/s)(s W_enc) + b_enc`` and the
         reconstruction is divided by ``s``, so W_enc *= s, W_dec /= s, b_dec /= s.
+        A transcoder's targets may have had their own scale, ``target_scale``: its
+        output, ``z W_dec + b_dec``, is divided by that one.
         """
         self.W_enc *= scale
-        self.W_dec /= scale
-        self.b_dec /= scale
+        self.W_dec /= target_scale or scale
+        self.b_dec /= target_scale or scale
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         """Architecture tensors beyond W_enc, b_enc, W_dec, b_dec, for saving."""

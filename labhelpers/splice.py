@@ -48,6 +48,28 @@ def sae_hook(sae: SAE, edit: LatentEdit | None = None, keep_error: bool = False)
     return hook
 
 
+def transcoder_hooks(transcoder: SAE, in_hook: str, out_hook: str) -> list[tuple[str, Hook]]:
+    """Forward hooks that put a transcoder in place of an MLP, for ``run_with_hooks``.
+
+    The first records the MLP's input at ``in_hook``; the second replaces the MLP's output
+    at ``out_hook`` with the transcoder's prediction from that input. The MLP still runs,
+    but nothing downstream sees what it computed.
+    """
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        seen["x"] = act[:, 1:]
+        return act
+
+    def replace(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        x = seen.pop("x").to(transcoder.W_enc.dtype)
+        out = act.clone()
+        out[:, 1:] = transcoder.decode(transcoder.encode(x)).to(act.dtype)
+        return out
+
+    return [(in_hook, record), (out_hook, replace)]
+
+
 def zero_hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
     """Zero-ablation of the whole activation (positions 1 onwards): the usual floor for CE-loss recovered."""
     out = act.clone()

@@ -3,7 +3,8 @@
 What a step does, in order:
 
 1. take the next batch from the data source and scale it by ``input_scale`` (chosen once
-   so that ``E||x||^2 = d_in``; it is folded back into the weights at the end);
+   so that ``E||x||^2 = d_in``; it is folded back into the weights at the end); a
+   transcoder's targets get their own ``target_scale`` the same way;
 2. forward, with the current sparsity scale (warm-up) and the dead-latent mask (AuxK);
 3. backward; remove the decoder-row-parallel gradient (unit-norm architectures); clip;
 4. an Adam step with the scheduled learning rate (linear warm-up, then linear decay to 0
@@ -11,7 +12,8 @@ What a step does, in order:
 5. update "steps since each latent last fired"; latents silent for ``dead_window`` steps
    are dead; optionally resample them every ``resample_every`` steps.
 
-A data source is any object with ``next_batch(batch_size) -> [batch, d_in]``,
+A data source is any object with ``next_batch(batch_size) -> [batch, d_in]`` (for a
+transcoder, ``[batch, 2, d_in]``: input and target, see ``SAE.split_batch``),
 ``sample(n) -> (x, ...)`` for statistics that must not consume training data,
 ``state_dict()`` and ``load_state_dict()`` (see :class:`TensorSource` and
 ``labhelpers.synthetic.SyntheticSource``).
@@ -151,18 +153,22 @@ class Trainer:
         self.steps_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=self.device)
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.history: dict[str, list[float]] = defaultdict(list)
-        self.input_scale = 1.0
+        self.input_scale = self.target_scale = 1.0
         stats = source.sample(cfg.stats_samples)[0].to(sae.W_enc)
         if not torch.isfinite(stats).all():
             raise ValueError(
                 "The training activations hold NaN or inf (seen in the sample that sets the "
                 "input scale): find where they come from before training an SAE on them."
             )
+        inputs, targets = sae.split_batch(stats)
         if cfg.normalize_inputs:
-            self.input_scale = float((sae.cfg.d_in / stats.pow(2).sum(-1).mean()).sqrt())
+            self.input_scale = float((sae.cfg.d_in / inputs.pow(2).sum(-1).mean()).sqrt())
+            # An MLP's output is several times smaller than its input; on one shared scale
+            # a transcoder leaves about half its latents dead (measured on the tiny model).
+            self.target_scale = float((sae.cfg.d_in / targets.pow(2).sum(-1).mean()).sqrt())
         if cfg.init_b_dec_to_mean:
             with torch.no_grad():
-                sae.b_dec.copy_(stats.mean(0) * self.input_scale)
+                sae.b_dec.copy_(targets.mean(0) * self.target_scale)
 
     # --- schedules: pure functions of the step, so they need no saved state ---------------
     def lr_at(self, step: int) -> float:
@@ -207,7 +213,7 @@ class Trainer:
                     step=self.step,
                     loss=float(out.loss),
                     l0=metrics.l0(out.z),
-                    fvu=metrics.fvu(x, out.x_hat),
+                    fvu=metrics.fvu(sae.split_batch(x)[1], out.x_hat),
                     dead_fraction=float(self.dead_mask().float().mean()),
                     lr=self.lr_at(step),
                 )
@@ -236,24 +242,27 @@ class Trainer:
 
         Inputs are drawn with probability proportional to their squared loss; a dead
         latent's decoder row becomes that input's normalised residual and its encoder
-        column the same direction, scaled to 0.2 x the mean live encoder norm. Adam's
-        moments for those latents restart at zero. Returns how many were resampled.
+        column the same direction (a transcoder's: that input's own direction), scaled to
+        0.2 x the mean live encoder norm. Adam's moments for those latents restart at zero.
+        Returns how many were resampled.
         """
         sae, dead = self.sae, self.dead_mask()
         n_dead = int(dead.sum())
         if n_dead == 0 or n_dead == len(dead):
             return 0
+        inputs, targets = sae.split_batch(x)
         x_hat = sae(x).x_hat
-        loss = (x - x_hat).pow(2).sum(-1)
+        loss = (targets - x_hat).pow(2).sum(-1)
         # The RNG lives on the CPU so that its state is the same on every device.
         weights = (loss.pow(2) + 1e-12).cpu()
         rows = torch.multinomial(weights, n_dead, replacement=True, generator=self.rng).to(x.device)
-        directions = x[rows] - x_hat[rows]
-        directions /= directions.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        directions = _unit_rows(targets[rows] - x_hat[rows])
+        # An SAE reads and writes the same space; a transcoder reads the input it missed.
+        read = directions if inputs is targets else _unit_rows(inputs[rows])
         dec_norm = 1.0 if sae.unit_norm_decoder else float(sae.W_dec[~dead].norm(dim=1).mean())
         enc_norm = float(sae.W_enc[:, ~dead].norm(dim=0).mean())
         sae.W_dec[dead] = directions * dec_norm
-        sae.W_enc[:, dead] = directions.T * 0.2 * enc_norm
+        sae.W_enc[:, dead] = read.T * 0.2 * enc_norm
         sae.b_enc[dead] = 0.0
         for name, param in sae.named_parameters():
             state = self.optimizer.state.get(param, {})
@@ -276,11 +285,7 @@ class Trainer:
         )
         with _deferred_interrupt() as interrupted:
             while self.step < until:
-                x = (
-                    self.source.next_batch(self.cfg.batch_size).to(self.sae.W_enc)
-                    * self.input_scale
-                )
-                row = self.train_step(x)
+                row = self.train_step(self.scaled(self.source.next_batch(self.cfg.batch_size)))
                 bar.update(1)
                 if row is not None:
                     bar.set_postfix(l0=f"{row['l0']:.1f}", fvu=f"{row['fvu']:.3f}")
@@ -301,10 +306,18 @@ class Trainer:
             raise KeyboardInterrupt
         return dict(self.history)
 
+    def scaled(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch from the source, on the SAE's device, times the input scale; for a
+        transcoder's ``[batch, 2, d_in]`` pairs, the targets times the target scale."""
+        batch = batch.to(self.sae.W_enc)
+        if batch.ndim == 2:
+            return batch * self.input_scale
+        return batch * batch.new_tensor([self.input_scale, self.target_scale])[:, None]
+
     def fold_normalization(self) -> None:
-        """Fold ``input_scale`` into the weights: the SAE then takes raw activations."""
-        self.sae.fold_input_scale_(self.input_scale)
-        self.input_scale = 1.0
+        """Fold the input (and target) scale into the weights: the SAE then takes raw activations."""
+        self.sae.fold_input_scale_(self.input_scale, self.target_scale)
+        self.input_scale = self.target_scale = 1.0
 
     def export(self, path: str | Path, **metadata: Any) -> Path:
         """Save the SAE for inference in SAELens's layout, with ``input_scale`` folded in.
@@ -313,7 +326,7 @@ class Trainer:
         (``hook_name``, ``model_name``).
         """
         sae = copy.deepcopy(self.sae)
-        sae.fold_input_scale_(self.input_scale)
+        sae.fold_input_scale_(self.input_scale, self.target_scale)
         return save_sae(sae, path, **metadata)
 
     # --- checkpoints --------------------------------------------------------------------------
@@ -336,6 +349,7 @@ class Trainer:
         scalars = {
             "step": self.step,
             "input_scale": self.input_scale,
+            "target_scale": self.target_scale,
             "source": self.source.state_dict(),
             "history": dict(self.history),
             "param_groups": optim["param_groups"],
@@ -373,8 +387,13 @@ class Trainer:
         self.rng.set_state(tensors["rng_state"])
         self.step = scalars["step"]
         self.input_scale = scalars["input_scale"]
+        self.target_scale = scalars.get("target_scale", self.input_scale)  # older checkpoints
         self.source.load_state_dict(scalars["source"])
         self.history = defaultdict(list, scalars["history"])
+
+
+def _unit_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 def _replace(target: Path, write: Callable[[str], Any]) -> None:
