@@ -22,13 +22,19 @@ hook names), and the loss compares the prediction with ``y`` instead of with ``x
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import torch
 
-from labhelpers.sae import SAEConfig, SAEOutput, TopKSAE
+from labhelpers import splice
+from labhelpers.sae import SAE, SAEConfig, SAEOutput, TopKSAE
 
-__all__ = ["Transcoder", "mlp_hooks"]
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["Transcoder", "ablation_vs_direct", "direct_weights", "mlp_hooks"]
 
 
 def mlp_hooks(layer: int) -> tuple[str, str]:
@@ -71,3 +77,73 @@ class Transcoder(TopKSAE):
         z = self.activation(pre)
         # The reconstruction target is y; AuxK, in _output, fits dead latents to y's residual.
         return self._output(y, self.decode(z), pre, z, dead_mask, sparsity_scale)
+
+
+def direct_weights(
+    W_dec_up: torch.Tensor, transcoder: Transcoder, ln_weight: torch.Tensor
+) -> torch.Tensor:
+    """The fixed weight from each upstream direction to each transcoder latent.
+
+    W_dec_up: ``[n_up, d_model]``, directions written into the residual stream before the
+    MLP's LayerNorm (rows of an earlier SAE's or transcoder's ``W_dec``); ln_weight:
+    ``[d_model]``, that LayerNorm's weight. Returns ``[n_up, d_sae]``. LayerNorm centres
+    its input, divides by its scale sigma and multiplies by its weight, so along the
+    residual stream an upstream activation ``a_i`` moves latent j's pre-activation by
+    ``a_i * weights[i, j] / sigma``, sigma being the token's LayerNorm scale.
+    """
+    centred = W_dec_up - W_dec_up.mean(-1, keepdim=True)
+    return (centred * ln_weight) @ transcoder.W_enc
+
+
+@torch.no_grad()
+def ablation_vs_direct(
+    model: TransformerBridge,
+    sae: SAE,
+    sae_hook: str,
+    transcoder: Transcoder,
+    layer: int,
+    tokens: torch.Tensor,
+    latents: Sequence[int],
+    frozen: Sequence[str] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far fixed weights predict real effects, between an SAE and a later transcoder.
+
+    For each upstream latent in ``latents`` (of ``sae``, read at ``sae_hook``, before block
+    ``layer``'s MLP), zero-ablate it with the SAE's error term kept and record how the
+    pre-activations of the transcoder latents active at each token change, at the tokens
+    where it fired. The prediction is ``z_i * direct_weights / sigma``, sigma from the
+    clean run. ``frozen``: hook names held at their clean values during the ablation
+    (``blocks.L.hook_attn_out``: attention cannot respond; ``blocks.L.ln2.hook_scale``:
+    neither can LayerNorm's scale). Returns (real, predicted), 1-D and aligned: one entry
+    per (upstream latent, token, active transcoder latent).
+    """
+    in_hook, scale_hook = mlp_hooks(layer)[0], f"blocks.{layer}.ln2.hook_scale"
+    tokens = tokens.to(model.cfg.device)
+    _, cache = model.run_with_cache(tokens, names_filter=[sae_hook, in_hook, scale_hook, *frozen])
+    z_up = sae.encode(cache[sae_hook][:, 1:])  # [batch, pos, n_up]
+    sigma = cache[scale_hook][:, 1:]  # [batch, pos, 1]
+    pre_clean = transcoder.pre_acts(cache[in_hook][:, 1:])  # [batch, pos, d_sae]
+    active = transcoder.activation(pre_clean) > 0
+    weights = direct_weights(sae.W_dec, transcoder, model.blocks[layer].ln2.w)
+    clean = {name: cache[name] for name in frozen}
+    hold = [(name, lambda act, hook, name=name: clean[name]) for name in frozen]
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        seen["x"] = act[:, 1:]
+        return act
+
+    real, predicted = [], []
+    for i in latents:
+
+        def zero_i(z: torch.Tensor, i: int = i) -> torch.Tensor:
+            z[..., i] = 0.0
+            return z
+
+        ablate = (sae_hook, splice.sae_hook(sae, edit=zero_i, keep_error=True))
+        model.run_with_hooks(tokens, fwd_hooks=[ablate, *hold, (in_hook, record)])
+        change = pre_clean - transcoder.pre_acts(seen["x"])
+        where = (z_up[..., i] > 0)[..., None] & active
+        real.append(change[where])
+        predicted.append((z_up[..., i, None] * weights[i] / sigma).expand_as(change)[where])
+    return torch.cat(real), torch.cat(predicted)

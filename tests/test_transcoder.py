@@ -7,7 +7,7 @@ import torch
 from labhelpers import activations, io, metrics, splice
 from labhelpers.sae import SAEConfig
 from labhelpers.train import TensorSource, TrainConfig, Trainer
-from labhelpers.transcoder import Transcoder, mlp_hooks
+from labhelpers.transcoder import Transcoder, ablation_vs_direct, direct_weights, mlp_hooks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -145,3 +145,41 @@ def test_ce_loss_recovered_for_a_transcoder_that_predicts_nothing_is_zero(tiny_m
     result = metrics.ce_loss_recovered(tiny_model, blank, mlp_hooks(0), tokens, batch_size=2)
     assert abs(result["recovered"]) < 1e-4
     assert result["loss_zero"] > result["loss_clean"] + 0.5  # block 0's MLP matters
+
+
+def test_direct_weights_ignore_what_layernorm_centres_away():
+    gen = torch.Generator().manual_seed(0)
+    transcoder = Transcoder(SAEConfig(d_in=8, d_sae=16, k=2))
+    W_dec_up, ln_weight = torch.randn(5, 8, generator=gen), torch.rand(8, generator=gen) + 0.5
+    weights = direct_weights(W_dec_up, transcoder, ln_weight)
+    assert weights.shape == (5, 16)
+    shifted = direct_weights(W_dec_up + 3.0, transcoder, ln_weight)  # the same in every d_model
+    assert torch.allclose(weights, shifted, atol=1e-5)
+    assert not torch.allclose(weights, W_dec_up @ transcoder.W_enc, atol=1e-3)
+
+
+def _random_pair(tiny_model):
+    from labhelpers.sae import TopKSAE
+
+    d_model = tiny_model.cfg.d_model
+    sae = TopKSAE(SAEConfig(d_in=d_model, d_sae=64, k=8, seed=2))
+    transcoder = Transcoder(SAEConfig(d_in=d_model, d_sae=64, k=8, seed=3))
+    return sae, transcoder
+
+
+def test_with_attention_and_layernorm_held_the_direct_weights_are_the_whole_effect(
+    tiny_model, random_tokens
+):
+    sae, transcoder = _random_pair(tiny_model)
+    tokens, held = random_tokens(2, 16), ["blocks.1.hook_attn_out", "blocks.1.ln2.hook_scale"]
+    real, predicted = ablation_vs_direct(
+        tiny_model, sae, "blocks.1.hook_resid_pre", transcoder, 1, tokens, [0, 5, 9], held
+    )
+    assert len(real) > 50 and real.abs().max() > 0.1
+    assert torch.allclose(real, predicted, atol=1e-4)
+    # Let them respond and the same ablations do more than the fixed weights say.
+    free, predicted_free = ablation_vs_direct(
+        tiny_model, sae, "blocks.1.hook_resid_pre", transcoder, 1, tokens, [0, 5, 9]
+    )
+    assert torch.equal(predicted_free, predicted)
+    assert (free - predicted).abs().max() > 0.05
