@@ -247,3 +247,34 @@ def test_closing_a_stream_stops_its_harvesting_thread():
     assert len(harvesting_threads()) == before
     with pytest.raises(RuntimeError, match="ran out"):  # a closed stream says so
         source.next_batch(10)
+
+
+def test_a_streamed_training_source_serves_the_hooks_activations(tiny_model):
+    """The full profile's path (``in_memory=False``), on the tiny model."""
+
+    def texts():
+        return A.corpus_texts("train", 100, seed=5)
+
+    source = A.training_source(
+        tiny_model,
+        "blocks.1.hook_resid_pre",
+        texts,
+        1_000,
+        32,
+        context=32,
+        in_memory=False,
+        buffer_size=256,
+        harvest_batch=4,
+    )
+    try:
+        batches = [source.next_batch(32) for _ in range(3)]
+    finally:
+        source.close()
+    assert source.sample(50)[0].shape == (50, tiny_model.cfg.d_model)
+    assert all(b.shape == (32, tiny_model.cfg.d_model) for b in batches)
+    # Shuffled across contexts, yet every row is an activation the model really produced.
+    harvested = A.collect(
+        tiny_model, "blocks.1.hook_resid_pre", texts(), 8 * 31 * 4, 32, 4, progress=False
+    )
+    squared = (torch.cat(batches)[:, None] - harvested[None]).pow(2).sum(-1)  # exact, unlike cdist
+    assert squared.min(1).values.max() < 1e-8

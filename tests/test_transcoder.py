@@ -183,3 +183,32 @@ def test_with_attention_and_layernorm_held_the_direct_weights_are_the_whole_effe
     )
     assert torch.equal(predicted_free, predicted)
     assert (free - predicted).abs().max() > 0.05
+
+
+def test_the_full_profiles_streamed_pairs_train_a_transcoder(tiny_model):
+    """The full profile streams its pairs through a shuffling buffer; same code, tiny model."""
+
+    def texts():
+        return activations.corpus_texts("train", 200, seed=4)
+
+    source = activations.training_source(
+        tiny_model,
+        mlp_hooks(1),
+        texts,
+        2_000,
+        64,
+        context=32,
+        in_memory=False,
+        buffer_size=512,
+        harvest_batch=4,
+    )
+    try:
+        assert source.sample(100)[0].shape == (100, 2, tiny_model.cfg.d_model)
+        transcoder = Transcoder(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=64, k=4))
+        cfg = TrainConfig(steps=6, batch_size=64, log_every=3, progress=False, stats_samples=100)
+        trainer = Trainer(transcoder, source, cfg)
+        history = trainer.run()
+    finally:
+        source.close()
+    assert source.batches == 6 and len(history["fvu"]) == 2
+    assert trainer.target_scale > 2 * trainer.input_scale  # the MLP's output is the smaller
