@@ -8,11 +8,13 @@ why a latent fired is still hidden inside the MLP's neurons. A transcoder (Dunef
     y_hat = z @ W_dec + b_dec              y: the MLP's output [..., d_model]
 
 so each latent is read from the residual stream by one linear map and writes one fixed
-direction back. Between two transcoder layers, a latent's effect on a later latent's
-pre-activation along the residual stream is the fixed weight ``W_dec[i] @ W_enc[:, j]``
-(up to the LayerNorm scale): the input-independent edges that attribution graphs are
-built from (Ameisen et al., 2025, use cross-layer transcoders that write to every later
-layer).
+direction back. Along the residual stream, an earlier latent's effect on a transcoder
+latent's pre-activation is a fixed weight, ``W_dec[i] @ W_enc[:, j]`` after LayerNorm's
+centring and weight, divided by its per-token scale (``direct_weights``): the
+input-independent edges that attribution graphs are built from (Ameisen et al., 2025, use
+cross-layer transcoders that write to every later layer). ``ablation_vs_direct`` measures
+how much of a real ablation's effect those weights predict once attention and LayerNorm
+are free to respond.
 
 Everything else is the TopK SAE's: the same parameters and shapes, AuxK for dead latents,
 unit-norm decoder rows, the same trainer. The one difference is the training example: a
