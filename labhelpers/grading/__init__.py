@@ -11,6 +11,7 @@ from labhelpers.grading.numpy_sae import *  # noqa: F403
 from labhelpers.grading.sae import *  # noqa: F403
 from labhelpers.grading.steering import *  # noqa: F403
 from labhelpers.grading.toy import *  # noqa: F403
+from labhelpers.grading.transcoder import *  # noqa: F403
 from labhelpers.grading.warmup import *  # noqa: F403
 
 __all__ = ["Mistake", "check_function"]
