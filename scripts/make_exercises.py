@@ -69,6 +69,8 @@ def student_notebook(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.metadata.pop("execution", None)
         elif BEGIN in cell.source:
             raise ValueError("solution markers are supported in code cells only")
+    # Saved widget states (the solution run's progress bars) describe outputs that are gone.
+    nb.metadata.pop("widgets", None)
     first = nb.cells[0]
     if first.cell_type == "markdown" and not first.source.startswith(BANNER):
         first.source = BANNER + first.source

@@ -49,10 +49,12 @@ def test_student_notebook_clears_outputs_and_adds_banner():
         SOLUTION, execution_count=3, outputs=[nbformat.v4.new_output("stream", text="hi")]
     )
     nb = new_notebook(cells=[new_markdown_cell("# Title"), cell])
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     student = make_exercises.student_notebook(nb)
     assert student.cells[0].source.startswith("> **Exercise version.**")
     assert student.cells[1].outputs == [] and student.cells[1].execution_count is None
-    assert nb.cells[1].outputs, "the solution notebook itself is left untouched"
+    assert "widgets" not in student.metadata  # the states of outputs that are gone
+    assert nb.cells[1].outputs and "widgets" in nb.metadata, "the solution is left untouched"
 
 
 def test_stubbed_notebook_executes_to_not_implemented():
