@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from labhelpers import splice
+from labhelpers import circuits
 from labhelpers.sae import SAE, SAEConfig, SAEOutput, TopKSAE
 
 if TYPE_CHECKING:
@@ -127,8 +127,7 @@ def ablation_vs_direct(
     pre_clean = transcoder.pre_acts(cache[in_hook][:, 1:])  # [batch, pos, d_sae]
     active = transcoder.activation(pre_clean) > 0
     weights = direct_weights(sae.W_dec, transcoder, model.blocks[layer].ln2.w)
-    clean = {name: cache[name] for name in frozen}
-    hold = [(name, lambda act, hook, name=name: clean[name]) for name in frozen]
+    hold = [(name, lambda act, hook, name=name: cache[name]) for name in frozen]
     seen: dict[str, torch.Tensor] = {}
 
     def record(act: torch.Tensor, hook: object = None) -> torch.Tensor:
@@ -137,12 +136,7 @@ def ablation_vs_direct(
 
     real, predicted = [], []
     for i in latents:
-
-        def zero_i(z: torch.Tensor, i: int = i) -> torch.Tensor:
-            z[..., i] = 0.0
-            return z
-
-        ablate = (sae_hook, splice.sae_hook(sae, edit=zero_i, keep_error=True))
+        ablate = (sae_hook, circuits.ablation_hook(sae, [i]))
         model.run_with_hooks(tokens, fwd_hooks=[ablate, *hold, (in_hook, record)])
         change = pre_clean - transcoder.pre_acts(seen["x"])
         where = (z_up[..., i] > 0)[..., None] & active
