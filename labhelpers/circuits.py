@@ -18,6 +18,10 @@ decision ``logit(refusal token) - logit(helpful token)`` at the last prompt posi
   SAE fails to reconstruct); edges say how much of the metric flows from an upstream
   node through a downstream one; faithfulness and completeness test a small circuit by
   ablating everything outside it, or it alone.
+* Transcoders as nodes: wherever a function takes ``saes`` (a dict of hook name to SAE),
+  a transcoder keyed by the MLP output it replaces (``blocks.L.hook_mlp_out``) works too;
+  it reads the MLP's input during the same pass (``splice.replacing_hooks``), and its
+  error node is what it fails to predict of the MLP's output.
 
 Sign convention, everywhere: an effect, an importance or an edge weight is how much the
 metric *drops* when the node is ablated, ``metric(clean) - metric(ablated)``.
@@ -156,15 +160,17 @@ def node_means(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Mean latents ``[d_sae]`` and mean error ``[d_in]`` of each SAE on reference ``tokens``.
 
-    ``saes`` maps hook names to SAEs. Position 0 (BOS) is left out, as in the splice;
-    ``mask: [batch, pos]`` (True for real tokens) leaves out padding as well.
+    ``saes`` maps hook names to SAEs (or transcoders, at ``blocks.L.hook_mlp_out``).
+    Position 0 (BOS) is left out, as in the splice; ``mask: [batch, pos]`` (True for real
+    tokens) leaves out padding as well.
     """
-    acts = activations.token_acts(model, tokens, list(saes), mask)
+    read = {name: splice.reads_from(name, sae) for name, sae in saes.items()}
+    acts = activations.token_acts(model, tokens, sorted({*saes, *read.values()}), mask)
     means = {}
     for name, sae in saes.items():
-        x = acts[name].to(sae.W_enc.dtype)
-        z = sae.encode(x)
-        means[name] = (z.mean(0), (x - sae.decode(z)).mean(0))
+        z = sae.encode(acts[read[name]].to(sae.W_enc.dtype))
+        error = acts[name].to(sae.W_enc.dtype) - sae.decode(z)
+        means[name] = (z.mean(0), error.mean(0))
     return means
 
 
@@ -257,32 +263,31 @@ def ablation_effects(
 
 def _splice_recording(
     sae: SAE, record: dict[str, torch.Tensor], edit: splice.LatentEdit | None = None
-) -> splice.Hook:
+) -> splice.Replacement:
     """Like ``sae_hook(sae, edit, keep_error=True)``, but with the latents and error as graph leaves.
 
-    The output is ``decode(z) + error + (x - x.detach())``: equal to ``x`` in value (with
-    no ``edit``). ``z`` and ``error`` are leaves, so their gradients are *partial* ones,
-    each with the other held fixed (were the error computed from ``z`` in the graph, the
-    two paths would cancel and every feature's gradient would be 0). The last term, zero
-    in value, passes the gradient on to earlier layers unchanged, as the clean model
-    would. ``edit`` changes the latents first (features already ablated); the error
-    stays that of the unedited latents. ``record`` keeps ``x`` (in the graph), ``z`` and
-    ``error``.
+    For ``splice.replacing_hooks``: ``x`` is what the SAE encodes, ``y`` the activation it
+    replaces (the same tensor, except for a transcoder). The output is
+    ``decode(z) + error + (y - y.detach())``: equal to ``y`` in value (with no ``edit``).
+    ``z`` and ``error`` are leaves, so their gradients are *partial* ones, each with the
+    other held fixed (were the error computed from ``z`` in the graph, the two paths would
+    cancel and every feature's gradient would be 0). The last term, zero in value, passes
+    the gradient on to earlier layers unchanged, as the clean model would. ``edit``
+    changes the latents first (features already ablated); the error stays that of the
+    unedited latents. ``record`` keeps ``x`` and ``y`` (in the graph), ``z`` and ``error``.
     """
 
-    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
-        x = act[:, 1:].to(sae.W_enc.dtype)
+    def replace(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             z = sae.encode(x)
-            error = x - sae.decode(z)
+            error = y - sae.decode(z)
             if edit is not None:
                 z = edit(z.clone())
         z, error = z.requires_grad_(True), error.requires_grad_(True)
-        record.update(x=x, z=z, error=error)
-        new = sae.decode(z) + error + (x - x.detach())
-        return torch.cat([act[:, :1], new.to(act.dtype)], dim=1)
+        record.update(x=x, y=y, z=z, error=error)
+        return sae.decode(z) + error + (y - y.detach())
 
-    return hook
+    return replace
 
 
 def _spliced_forward(
@@ -296,7 +301,11 @@ def _spliced_forward(
     edits = edits or {}
     records: dict[str, dict[str, torch.Tensor]] = {name: {} for name in saes}
     hooks = [
-        (name, _splice_recording(sae, records[name], edits.get(name))) for name, sae in saes.items()
+        hook
+        for name, sae in saes.items()
+        for hook in splice.replacing_hooks(
+            name, sae, _splice_recording(sae, records[name], edits.get(name))
+        )
     ]
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
@@ -345,25 +354,24 @@ def node_attributions(
 
 def _interpolating_hook(
     sae: SAE, means: tuple[torch.Tensor, torch.Tensor] | None, alpha: float, record: dict
-) -> splice.Hook:
+) -> splice.Replacement:
     """Splice ``sae`` in with every node at ``patched + alpha * (clean - patched)``.
 
     The interpolated latents and error are graph leaves, kept in ``record`` with the full
     differences ``clean - patched`` (``_patch_delta``). ``alpha = 1`` is the clean model.
     """
 
-    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
-        x = act[:, 1:].to(sae.W_enc.dtype)
+    def replace(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             z = sae.encode(x)
-            clean = {"z": z, "error": x - sae.decode(z)}
+            clean = {"z": z, "error": y - sae.decode(z)}
             delta_z, delta_err = _patch_delta(clean, means)
             z = (z - (1 - alpha) * delta_z).requires_grad_(True)
             error = (clean["error"] - (1 - alpha) * delta_err).requires_grad_(True)
         record.update(z=z, error=error, delta_z=delta_z, delta_err=delta_err)
-        return torch.cat([act[:, :1], (sae.decode(z) + error).to(act.dtype)], dim=1)
+        return sae.decode(z) + error
 
-    return hook
+    return replace
 
 
 def integrated_gradients(
@@ -395,9 +403,10 @@ def integrated_gradients(
         sum_z = sum_err = 0.0
         for k in range(steps):
             record: dict[str, torch.Tensor] = {}
-            hook = _interpolating_hook(sae, patch, (k + 0.5) / steps, record)
+            replace = _interpolating_hook(sae, patch, (k + 0.5) / steps, record)
+            hooks = splice.replacing_hooks(name, sae, replace)
             with torch.enable_grad():
-                logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(name, hook)])
+                logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
                 g_z, g_err = torch.autograd.grad(metric(logits), [record["z"], record["error"]])
             sum_z, sum_err = sum_z + g_z, sum_err + g_err
         features = (sum_z / steps * record["delta_z"]).flatten(0, -2).sum(0)
@@ -555,10 +564,10 @@ def edge_attributions(
         metric(logits), [rec_down["z"], rec_down["error"]], retain_graph=True
     )
     delta_z, delta_err = _patch_delta(rec_up, None if means is None else means[up])
-    # The downstream nodes recomputed from the downstream input x, which depends on u.
-    x = rec_down["x"]
-    z = saes[down].encode(x)
-    error = x - saes[down].decode(z)
+    # The downstream nodes recomputed from what the downstream SAE reads (x) and replaces
+    # (y); both depend on u.
+    z = saes[down].encode(rec_down["x"])
+    error = rec_down["y"] - saes[down].decode(z)
     rows = []
     for d in downstream:
         # A scalar whose gradient w.r.t. u is grad_d(metric) . (d d / d u), summed over positions.
@@ -728,25 +737,22 @@ def _keep_only_hook(
     keep: torch.Tensor,
     keep_error: bool,
     means: tuple[torch.Tensor, torch.Tensor] | None,
-) -> splice.Hook:
+) -> splice.Replacement:
     """Splice ``sae`` in with latents outside ``keep: [d_sae] bool`` (and maybe the error) patched."""
     mean_z, mean_err = (None, None) if means is None else means
 
-    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
-        x = act[:, 1:].to(sae.W_enc.dtype)
+    def replace(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         z = sae.encode(x)
-        error = x - sae.decode(z)
+        error = y - sae.decode(z)
         patch_z = torch.zeros_like(z) if mean_z is None else mean_z.to(z).expand_as(z)
         z = torch.where(keep.to(z.device), z, patch_z)
         if not keep_error:
             error = (
                 torch.zeros_like(error) if mean_err is None else mean_err.to(error).expand_as(error)
             )
-        out = act.clone()
-        out[:, 1:] = (sae.decode(z) + error).to(act.dtype)
-        return out
+        return sae.decode(z) + error
 
-    return hook
+    return replace
 
 
 def _metric_keeping(model, saes, tokens, metric, kept: set[tuple[str, int]], means) -> float:
@@ -756,7 +762,8 @@ def _metric_keeping(model, saes, tokens, metric, kept: set[tuple[str, int]], mea
         keep = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
         keep[[f for (h, f) in kept if h == name and f != ERROR]] = True
         node_means_ = None if means is None else means[name]
-        hooks.append((name, _keep_only_hook(sae, keep, (name, ERROR) in kept, node_means_)))
+        replace = _keep_only_hook(sae, keep, (name, ERROR) in kept, node_means_)
+        hooks += splice.replacing_hooks(name, sae, replace)
     return _metric_with(model, tokens, metric, hooks)
 
 

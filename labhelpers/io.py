@@ -12,6 +12,11 @@ A saved SAE is a folder with two files:
   (and BatchTopK, which SAELens stores as a JumpReLU), or ``b_gate``, ``r_mag``, ``b_mag``
   for Gated (whose gate bias is our ``b_enc``).
 
+A transcoder (``labhelpers.transcoder``) is saved the same way, with the pair of hooks it
+reads and writes (``metadata["hook_name"]`` and ``metadata["hook_name_out"]``) and
+``d_out``. SAELens's own ``transcoder`` is a ReLU transcoder, so ours, a TopK one, is
+written as ``topk_transcoder``: a name SAELens refuses instead of misreading.
+
 Public SAEs (the full profile's ``gpt2-small-res-jb``) come from SAELens's directory
 through :func:`load_pretrained_sae`, which also fixes the one way their inputs differ
 from the bridge's activations (see :class:`CentredInput`).
@@ -53,6 +58,7 @@ _SAELENS_NAME = {
     "batchtopk": "jumprelu",
     "jumprelu": "jumprelu",
     "gated": "gated",
+    "transcoder": "topk_transcoder",
 }
 
 
@@ -60,14 +66,20 @@ class SAEFormatError(ValueError):
     """A saved SAE whose config or tensors do not match what its architecture needs."""
 
 
+def _architectures() -> dict[str, type[SAE]]:
+    from labhelpers.transcoder import Transcoder  # imported here: it imports this module's users
+
+    return {**ARCHITECTURES, "transcoder": Transcoder}
+
+
 def _short_name(sae: SAE) -> str:
-    for name, cls in ARCHITECTURES.items():
+    for name, cls in _architectures().items():
         if type(sae) is cls:
             return name
     raise TypeError(
-        f"save_sae writes the architectures of labhelpers.sae ({', '.join(ARCHITECTURES)}); "
-        f"a {type(sae).__name__} is not one of them. Trainer.save_checkpoint saves any model "
-        "it trains."
+        f"save_sae writes the architectures of labhelpers.sae ({', '.join(ARCHITECTURES)}) "
+        f"and transcoders; a {type(sae).__name__} is not one of them. "
+        "Trainer.save_checkpoint saves any model it trains."
     )
 
 
@@ -88,14 +100,26 @@ def save_sae(
     sae: SAE,
     path: str | Path,
     *,
-    hook_name: str | None = None,
+    hook_name: str | tuple[str, str] | None = None,
     model_name: str | None = None,
     extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``cfg.json`` and ``sae_weights.safetensors`` under ``path``; return the folder."""
+    """Write ``cfg.json`` and ``sae_weights.safetensors`` under ``path``; return the folder.
+
+    For a transcoder, ``hook_name`` is the pair (MLP input, MLP output), as
+    ``transcoder.mlp_hooks`` gives it.
+    """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     name = _short_name(sae)
+    hook_out = None
+    if name == "transcoder":
+        if not (isinstance(hook_name, tuple | list) and len(hook_name) == 2):
+            raise ValueError(
+                "save a transcoder with hook_name=(MLP input, MLP output), e.g. "
+                f"transcoder.mlp_hooks(layer); got {hook_name!r}"
+            )
+        hook_name, hook_out = hook_name
+    path.mkdir(parents=True, exist_ok=True)
     metadata: dict[str, Any] = {
         "sae_lens_version": SAELENS_FORMAT_VERSION,
         "sae_lens_training_version": None,
@@ -115,9 +139,12 @@ def save_sae(
         "reshape_activations": "none",
         "metadata": metadata,
     }
-    if name == "topk":
+    if name in ("topk", "transcoder"):
         cfg["k"] = sae.cfg.k
         cfg["rescale_acts_by_decoder_norm"] = False
+    if name == "transcoder":
+        cfg["d_out"] = sae.cfg.d_in
+        metadata["hook_name_out"] = hook_out
     tensors = {k: v.cpu() for k, v in _state_for_saving(sae).items()}
     save_file(tensors, str(path / WEIGHTS_FILENAME))
     (path / CFG_FILENAME).write_text(json.dumps(cfg, indent=2))
@@ -207,7 +234,7 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
             )
         if not torch.isfinite(tensors[key]).all():
             raise SAEFormatError(f"{weights_path}: tensor {key!r} holds NaN or inf")
-    sae = ARCHITECTURES[name](sae_cfg)
+    sae = _architectures()[name](sae_cfg)
     if name == "gated":
         tensors["b_enc"] = tensors.pop("b_gate")
     with torch.no_grad():

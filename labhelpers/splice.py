@@ -26,13 +26,25 @@ if TYPE_CHECKING:
 
 Hook = Callable[..., torch.Tensor]
 LatentEdit = Callable[[torch.Tensor], torch.Tensor]
+# (what the SAE encodes, the activation it replaces) -> the new activation
+Replacement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _is_transcoder(sae: SAE) -> bool:
+    return getattr(sae, "architecture", None) == "transcoder"
 
 
 def sae_hook(sae: SAE, edit: LatentEdit | None = None, keep_error: bool = False) -> Hook:
     """A forward hook that puts ``sae``'s (optionally edited) reconstruction in place of the activation.
 
     ``edit(z) -> z'`` receives the latents ``[batch, pos, d_sae]`` of positions 1 onwards.
+    A transcoder reads another hook than the one it replaces: use ``transcoder_hooks``.
     """
+    if _is_transcoder(sae):
+        raise ValueError(
+            "a transcoder reads the MLP's input and replaces its output, so one hook cannot "
+            "splice it in: use splice.transcoder_hooks(transcoder, *transcoder.mlp_hooks(layer))"
+        )
 
     def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
         x = act[:, 1:]
@@ -48,6 +60,49 @@ def sae_hook(sae: SAE, edit: LatentEdit | None = None, keep_error: bool = False)
     return hook
 
 
+def reads_from(hook_name: str, sae: SAE) -> str:
+    """The hook whose activation ``sae``, spliced in at ``hook_name``, encodes.
+
+    An SAE encodes the activation it replaces, so this is ``hook_name`` itself. A
+    transcoder replaces an MLP's output, ``blocks.L.hook_mlp_out``, from the MLP's input,
+    ``blocks.L.mlp.hook_in``.
+    """
+    if not _is_transcoder(sae):
+        return hook_name
+    if not hook_name.endswith(".hook_mlp_out"):
+        raise ValueError(
+            f"a transcoder replaces an MLP's output (blocks.L.hook_mlp_out), not {hook_name!r}"
+        )
+    return hook_name.removesuffix("hook_mlp_out") + "mlp.hook_in"
+
+
+def replacing_hooks(
+    hook_name: str, sae: SAE, replace: Replacement, in_hook: str | None = None
+) -> list[tuple[str, Hook]]:
+    """Forward hooks that set the activation at ``hook_name`` to ``replace(x, act)``.
+
+    ``x`` is what ``sae`` encodes (``reads_from``, or ``in_hook`` when given) and ``act``
+    the activation being replaced, both ``[batch, pos - 1, d]`` in the SAE's dtype:
+    position 0 (BOS) passes through. For an SAE the two are the same tensor; for a
+    transcoder a first hook records the MLP's input during the same forward pass.
+    """
+    in_hook = reads_from(hook_name, sae) if in_hook is None else in_hook
+    seen: dict[str, torch.Tensor] = {}
+
+    def record(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        seen["x"] = act[:, 1:].to(sae.W_enc.dtype)
+        return act
+
+    def hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
+        y = act[:, 1:].to(sae.W_enc.dtype)
+        x = y if in_hook == hook_name else seen.pop("x")
+        return torch.cat([act[:, :1], replace(x, y).to(act.dtype)], dim=1)
+
+    if in_hook == hook_name:
+        return [(hook_name, hook)]
+    return [(in_hook, record), (hook_name, hook)]
+
+
 def transcoder_hooks(transcoder: SAE, in_hook: str, out_hook: str) -> list[tuple[str, Hook]]:
     """Forward hooks that put a transcoder in place of an MLP, for ``run_with_hooks``.
 
@@ -55,19 +110,11 @@ def transcoder_hooks(transcoder: SAE, in_hook: str, out_hook: str) -> list[tuple
     at ``out_hook`` with the transcoder's prediction from that input. The MLP still runs,
     but nothing downstream sees what it computed.
     """
-    seen: dict[str, torch.Tensor] = {}
 
-    def record(act: torch.Tensor, hook: object = None) -> torch.Tensor:
-        seen["x"] = act[:, 1:]
-        return act
+    def predict(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return transcoder.decode(transcoder.encode(x))
 
-    def replace(act: torch.Tensor, hook: object = None) -> torch.Tensor:
-        x = seen.pop("x").to(transcoder.W_enc.dtype)
-        out = act.clone()
-        out[:, 1:] = transcoder.decode(transcoder.encode(x)).to(act.dtype)
-        return out
-
-    return [(in_hook, record), (out_hook, replace)]
+    return replacing_hooks(out_hook, transcoder, predict, in_hook)
 
 
 def zero_hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 
 from labhelpers import circuits, splice
 from labhelpers.sae import ReLUSAE, SAEConfig, TopKSAE
+from labhelpers.transcoder import Transcoder
 
 matplotlib.use("Agg")
 
@@ -252,6 +253,118 @@ def test_faithfulness_with_a_reference_reuses_its_baselines(model, saes, tokens)
     reference = circuits.faithfulness(model, saes, tokens, metric, set(), means)
     reused = circuits.faithfulness(model, saes, tokens, metric, circuit, means, reference)
     assert reused == pytest.approx(alone, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Transcoders as nodes: keyed by the MLP output they replace
+# --------------------------------------------------------------------------------------
+
+MLP1, MLP2 = "blocks.1.hook_mlp_out", "blocks.2.hook_mlp_out"
+
+
+def random_transcoder(model, seed):
+    """A random transcoder with every latent free to fire (k = d_sae: a ReLU layer, so
+    small changes never swap latents in or out of the top k)."""
+    tc = Transcoder(SAEConfig(d_in=model.cfg.d_model, d_sae=48, k=48, seed=seed))
+    with torch.no_grad():
+        tc.W_dec.mul_(0.5)  # unit-norm rows: outputs on the MLP output's scale
+    return tc
+
+
+@pytest.fixture(scope="module")
+def transcoders(model):
+    return {MLP1: random_transcoder(model, 6), MLP2: random_transcoder(model, 7)}
+
+
+def test_transcoder_nodes_read_the_mlp_input_and_keep_its_output_with_every_node(
+    model, transcoders, tokens
+):
+    means = circuits.node_means(model, transcoders, tokens)
+    _, cache = model.run_with_cache(tokens)
+    tc = transcoders[MLP1]
+    z = tc.encode(cache["blocks.1.mlp.hook_in"][:, 1:])
+    error = cache[MLP1][:, 1:] - tc.decode(z)
+    torch.testing.assert_close(means[MLP1][0], z.flatten(0, 1).mean(0))
+    torch.testing.assert_close(means[MLP1][1], error.flatten(0, 1).mean(0))
+    everything = {(h, f) for h in transcoders for f in [*range(48), circuits.ERROR]}
+    result = circuits.faithfulness(model, transcoders, tokens, metric, everything, means)
+    assert abs(result["m_full"] - result["m_empty"]) > 1e-3
+    assert result["m_circuit"] == pytest.approx(result["m_full"], abs=1e-4)
+    assert result["completeness"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_attribution_patching_of_a_transcoder_matches_finite_differences(
+    model, transcoders, tokens
+):
+    """Shrinking transcoder latent f by (1 - eps), error kept, moves the metric by about
+    eps times its attribution; the gradient reaches it through two MLPs' replacements."""
+    eps = 1e-3
+    scores = circuits.node_attributions(model, transcoders, tokens, metric)[MLP1]
+    tc = transcoders[MLP1]
+    clean = circuits._metric_with(model, tokens, metric, [])
+    for f in scores[:-1].abs().argsort(descending=True)[:3].tolist():
+
+        def shrink(x, y, f=f):
+            z = tc.encode(x)
+            error = y - tc.decode(z)
+            z[..., f] *= 1 - eps
+            return tc.decode(z) + error
+
+        moved = clean - circuits._metric_with(
+            model, tokens, metric, splice.replacing_hooks(MLP1, tc, shrink)
+        )
+        assert moved / eps == pytest.approx(float(scores[f]), rel=0.05)
+
+
+def test_integrated_gradients_of_a_transcoder_add_up_to_patching_its_mlp(
+    model, transcoders, tokens
+):
+    means = circuits.node_means(model, transcoders, tokens)
+    clean = circuits._metric_with(model, tokens, metric, [])
+    one = {MLP2: transcoders[MLP2]}
+    patched = circuits._metric_keeping(model, one, tokens, metric, set(), means)
+    ig = circuits.integrated_gradients(model, one, tokens, metric, means, steps=16)[MLP2]
+    assert abs(clean - patched) > 1e-3
+    assert float(ig.sum()) == pytest.approx(clean - patched, rel=0.02)
+
+
+def test_edges_into_a_transcoder_match_finite_differences(model, saes, transcoders, tokens):
+    """The weight of u -> d is grad_d(metric) . (d d / d u) . u: shrink u by (1 - eps) and
+    read how far d's latent moves, weighted by the metric's gradient at d."""
+    eps = 1e-3
+    pair = {UP: saes[UP], MLP2: transcoders[MLP2]}
+    logits, records = circuits._spliced_forward(model, pair, tokens)
+    grad_down = torch.autograd.grad(metric(logits), records[MLP2]["z"])[0]
+    attributions = circuits.node_attributions(model, pair, tokens, metric)
+    d = int(attributions[MLP2][:-1].abs().argmax())
+    edges = circuits.edge_attributions(model, pair, tokens, metric, [d])[0]
+    seen = {}
+
+    def record_z(act, hook=None):
+        seen["z"] = transcoders[MLP2].encode(act[:, 1:])
+        return act
+
+    @torch.no_grad()
+    def z_down(hooks):
+        model.run_with_hooks(tokens, fwd_hooks=[*hooks, ("blocks.2.mlp.hook_in", record_z)])
+        return seen["z"][..., d]
+
+    clean_z = z_down([])
+    for u in edges[:-1].abs().argsort(descending=True)[:3].tolist():
+
+        def shrink(z, u=u):
+            z[..., u] = z[..., u] * (1 - eps)
+            return z
+
+        moved = z_down([(UP, splice.sae_hook(saes[UP], edit=shrink, keep_error=True))])
+        estimate = -(grad_down[..., d] * (moved - clean_z)).sum() / eps
+        assert float(estimate) == pytest.approx(float(edges[u]), rel=0.05)
+
+
+def test_a_transcoder_must_replace_an_mlp_output(model, tokens):
+    tc = random_transcoder(model, 8)
+    with pytest.raises(ValueError, match="hook_mlp_out"):
+        circuits.node_means(model, {UP: tc}, tokens)
 
 
 # --------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import torch
 
 from labhelpers import splice
 from labhelpers.sae import SAEConfig, TopKSAE
+from labhelpers.transcoder import Transcoder
 
 HOOK = "blocks.1.hook_resid_pre"
 
@@ -58,3 +59,43 @@ def test_zero_hook_and_next_token_loss():
     tokens = torch.tensor([[0, 2, 4]])
     logits[0, 0, 2] = logits[0, 1, 4] = 0.0  # certain and right
     assert splice.next_token_loss(logits, tokens) < 1e-6
+
+
+def test_reads_from_names_what_an_sae_and_a_transcoder_encode():
+    sae = TopKSAE(SAEConfig(d_in=8, d_sae=16, k=2))
+    tc = Transcoder(SAEConfig(d_in=8, d_sae=16, k=2))
+    assert splice.reads_from(HOOK, sae) == HOOK
+    assert splice.reads_from("blocks.3.hook_mlp_out", tc) == "blocks.3.mlp.hook_in"
+    with pytest.raises(ValueError, match="hook_mlp_out"):
+        splice.reads_from(HOOK, tc)
+
+
+def test_sae_hook_refuses_a_transcoder_and_points_to_its_hooks():
+    tc = Transcoder(SAEConfig(d_in=8, d_sae=16, k=2))
+    with pytest.raises(ValueError, match="transcoder_hooks"):
+        splice.sae_hook(tc)
+
+
+def test_replacing_hooks_hand_the_replacement_the_right_tensors(tiny_model, random_tokens):
+    """For an SAE, x is the activation itself; for a transcoder, the MLP's input of the same
+    pass. A replacement that returns y leaves the logits as they were."""
+    tokens = random_tokens(2, 6)
+    d = tiny_model.cfg.d_model
+    _, cache = tiny_model.run_with_cache(tokens)
+    seen = {}
+
+    def keep(x, y):
+        seen["x"], seen["y"] = x, y
+        return y
+
+    clean = tiny_model(tokens)
+    tc = Transcoder(SAEConfig(d_in=d, d_sae=16, k=2))
+    for name, sae, reads in (
+        (HOOK, TopKSAE(SAEConfig(d_in=d, d_sae=16, k=2)), HOOK),
+        ("blocks.1.hook_mlp_out", tc, "blocks.1.mlp.hook_in"),
+    ):
+        hooks = splice.replacing_hooks(name, sae, keep)
+        logits = tiny_model.run_with_hooks(tokens, fwd_hooks=hooks)
+        torch.testing.assert_close(logits, clean)
+        torch.testing.assert_close(seen["x"], cache[reads][:, 1:])
+        torch.testing.assert_close(seen["y"], cache[name][:, 1:])

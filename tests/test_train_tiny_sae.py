@@ -10,7 +10,7 @@ import json
 
 import nbformat
 import pytest
-from train_tiny_sae import HOOKS, OUT, SETTINGS
+from train_tiny_sae import HOOKS, OUT, SETTINGS, TRANSCODER_LAYERS, TRANSCODER_OUT
 
 from labhelpers import env
 
@@ -43,6 +43,13 @@ def test_script_settings_are_notebook_04s_quick_profile():
     assert sizes["model"] == "tiny"
 
 
+def test_the_transcoders_use_notebook_04s_quick_transcoder_settings():
+    sizes = notebook_sizes()
+    assert sizes["mlp_tokens"] == SETTINGS["train_tokens"]
+    assert sizes["mlp_steps"] == SETTINGS["steps"]
+    assert sizes["mlp_layer"] in TRANSCODER_LAYERS
+
+
 def test_quick_sizes_reads_the_table_it_is_given():
     source = 'SIZES = {"quick": dict(k=3, hook="a"), "full": dict(k=9)}[PROFILE]'
     assert quick_sizes(source) == {"k": 3, "hook": "a"}
@@ -58,3 +65,15 @@ def test_bundled_sae_was_trained_with_these_settings(hook):
     assert config["metadata"]["hook_name"] == hook
     assert config["d_sae"] == SETTINGS["d_sae"]
     assert config["metadata"]["labhelpers"]["config"]["k"] == SETTINGS["k"]
+
+
+@pytest.mark.parametrize("layer", TRANSCODER_LAYERS)
+def test_bundled_transcoder_was_trained_with_these_settings(layer):
+    folder = TRANSCODER_OUT / f"blocks.{layer}.hook_mlp_out"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["settings"] == SETTINGS
+    config = json.loads((folder / "cfg.json").read_text())
+    assert config["architecture"] == "topk_transcoder"
+    hooks = (config["metadata"]["hook_name"], config["metadata"]["hook_name_out"])
+    assert hooks == (f"blocks.{layer}.mlp.hook_in", f"blocks.{layer}.hook_mlp_out")
+    assert config["d_sae"] == SETTINGS["d_sae"] and config["k"] == SETTINGS["k"]

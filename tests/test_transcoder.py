@@ -1,6 +1,8 @@
 """Tests for labhelpers.transcoder and the pieces that carry it: pair harvesting, the
 trainer's separate target scale, the splice that replaces an MLP, and the metrics."""
 
+import json
+
 import pytest
 import torch
 
@@ -85,10 +87,35 @@ def test_resampling_points_a_dead_latent_at_a_missed_input_and_its_missed_output
     assert torch.allclose(write, expected, atol=1e-5)
 
 
-def test_save_sae_says_it_does_not_write_transcoders(tmp_path):
+def test_a_saved_transcoder_loads_back_as_the_same_transcoder(tmp_path):
+    transcoder = Transcoder(SAEConfig(d_in=8, d_sae=16, k=2, seed=3))
+    with torch.no_grad():
+        transcoder.b_dec.fill_(0.5)  # would change the latents if subtracted from the input
+    path = io.save_sae(transcoder, tmp_path / "tc", hook_name=mlp_hooks(1), model_name="tiny")
+    loaded = io.load_sae(path)
+    assert type(loaded) is Transcoder and loaded.cfg == transcoder.cfg
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded.encode(x), transcoder.encode(x))
+    assert torch.equal(loaded.decode(loaded.encode(x)), transcoder.decode(transcoder.encode(x)))
+    cfg = json.loads((path / io.CFG_FILENAME).read_text())
+    # SAELens's "transcoder" is a ReLU one: ours must not pass for it.
+    assert cfg["architecture"] == "topk_transcoder" and cfg["d_out"] == 8 and cfg["k"] == 2
+    assert (cfg["metadata"]["hook_name"], cfg["metadata"]["hook_name_out"]) == mlp_hooks(1)
+
+
+def test_save_sae_asks_for_both_hooks_of_a_transcoder(tmp_path):
     transcoder = Transcoder(SAEConfig(d_in=8, d_sae=16, k=2))
-    with pytest.raises(TypeError, match="Transcoder is not one of them"):
-        io.save_sae(transcoder, tmp_path / "tc")
+    with pytest.raises(ValueError, match="hook_name=\\(MLP input, MLP output\\)"):
+        io.save_sae(transcoder, tmp_path / "tc", hook_name="blocks.1.hook_mlp_out")
+    assert not (tmp_path / "tc").exists()
+
+
+def test_save_sae_names_what_it_cannot_write(tmp_path):
+    class Custom(Transcoder):
+        pass
+
+    with pytest.raises(TypeError, match="Custom is not one of them"):
+        io.save_sae(Custom(SAEConfig(d_in=8, d_sae=16, k=2)), tmp_path / "custom")
 
 
 def test_a_transcoder_never_subtracts_b_dec_from_its_input():
