@@ -324,11 +324,13 @@ def plot_graph(
         node = graph.nodes[i]
         row = {"embed": 0, "logit": n_layers + 1}.get(node.kind, node.layer + 1)
         groups.setdefault((node.pos, row), []).append(i)
-    where = {}
+    where, label_below = {}, set()
     for (pos, row), members in groups.items():
         for k, i in enumerate(members):
             lift = 0.25 if graph.nodes[i].kind == "error" else 0.0
             where[i] = (pos + 0.6 * (k - (len(members) - 1) / 2), row + lift)
+            if k % 2:  # neighbours' labels alternate above and below, so they do not overlap
+                label_below.add(i)
     shares = graph.adjacency.abs() / graph.adjacency.abs().sum(1, keepdim=True).clamp_min(1e-12)
     sub = torch.tensor(list(kept))
     scores = shares[sub][:, sub] * influence[sub][:, None]
@@ -351,9 +353,10 @@ def plot_graph(
             ax.annotate(
                 node.label,
                 (x, y),
-                xytext=(0, 9),
+                xytext=(0, -11 if i in label_below else 9),
                 textcoords="offset points",
                 ha="center",
+                va="center",
                 fontsize=7,
             )
     positions = range(1, len(token_labels) + 1)
