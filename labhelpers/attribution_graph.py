@@ -123,7 +123,7 @@ def _frozen_hooks(model: TransformerBridge, cache) -> list[tuple[str, splice.Hoo
         for layer in range(model.cfg.n_layers)
         for hook in ("attn.hook_pattern", "ln1.hook_scale", "ln2.hook_scale")
     ] + ["ln_final.hook_scale"]
-    return [(name, lambda act, hook=None, name=name: cache[name].expand_as(act)) for name in names]
+    return splice.hold_hooks(cache, names)
 
 
 def _replay(model, tokens, transcoders, frozen, leaves, n_rows):

@@ -117,6 +117,13 @@ def transcoder_hooks(transcoder: SAE, in_hook: str, out_hook: str) -> list[tuple
     return replacing_hooks(out_hook, transcoder, predict, in_hook)
 
 
+def hold_hooks(cache, names: list[str]) -> list[tuple[str, Hook]]:
+    """Forward hooks that hold each named activation at its value in ``cache`` (a clean
+    ``run_with_cache``), e.g. attention patterns or LayerNorm scales, so that it cannot
+    respond to an edit upstream. Copies of the cached row fill a larger batch."""
+    return [(name, lambda act, hook=None, name=name: cache[name].expand_as(act)) for name in names]
+
+
 def zero_hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
     """Zero-ablation of the whole activation (positions 1 onwards): the usual floor for CE-loss recovered."""
     out = act.clone()

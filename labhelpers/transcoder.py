@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from labhelpers import circuits
+from labhelpers import circuits, splice
 from labhelpers.sae import SAE, SAEConfig, SAEOutput, TopKSAE
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def ablation_vs_direct(
     pre_clean = transcoder.pre_acts(cache[in_hook][:, 1:])  # [batch, pos, d_sae]
     active = transcoder.activation(pre_clean) > 0
     weights = direct_weights(sae.W_dec, transcoder, model.blocks[layer].ln2.w)
-    hold = [(name, lambda act, hook, name=name: cache[name]) for name in frozen]
+    hold = splice.hold_hooks(cache, list(frozen))
     seen: dict[str, torch.Tensor] = {}
 
     def record(act: torch.Tensor, hook: object = None) -> torch.Tensor:
