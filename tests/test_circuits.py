@@ -465,3 +465,46 @@ def test_matched_controls_draw_from_the_nearest_pool_by_seed():
     assert circuits.matched_controls(rates, [0], allowed) == [1]  # pool 1: the closest
     with pytest.raises(ValueError, match="pool"):
         circuits.matched_controls(rates, [0], allowed, pool=0)
+
+
+# --------------------------------------------------------------------------------------
+# Greedy circuit search
+# --------------------------------------------------------------------------------------
+
+
+def test_greedy_circuit_takes_the_best_single_node_then_the_best_pair(model, saes, tokens):
+    means = circuits.node_means(model, saes, tokens)
+    errors = {(UP, circuits.ERROR), (DOWN, circuits.ERROR)}
+    candidates = [(UP, f) for f in range(4)] + [(DOWN, f) for f in range(4)]
+
+    def faith(circuit):
+        return circuits.faithfulness(model, saes, tokens, metric, circuit | errors, means)[
+            "faithfulness"
+        ]
+
+    first = max(candidates, key=lambda c: faith({c}))
+    second = max((c for c in candidates if c != first), key=lambda c: faith({first, c}))
+    chosen = circuits.greedy_circuit(
+        model, saes, tokens, metric, candidates, 2, means, keep=errors, progress=False
+    )
+    assert chosen == [first, second]
+    assert not errors & set(chosen)
+
+
+def test_greedy_circuit_on_a_linear_toy_follows_the_node_attributions(model, tokens):
+    """With the metric linear in the nodes, F adds up over nodes: greedy = sort by effect."""
+    saes = {LINEAR: relu_sae(model, 4)}
+    means = circuits.node_means(model, saes, tokens)
+    attributions = circuits.node_attributions(model, saes, tokens, metric, means)[LINEAR]
+    sign = 1 if float(attributions.sum()) > 0 else -1  # of m(M) - m(∅): every node's effect
+    by_effect = sorted(range(12), key=lambda f: -sign * float(attributions[f]))
+    candidates = [(LINEAR, f) for f in range(12)]
+    chosen = circuits.greedy_circuit(
+        model, saes, tokens, metric, candidates, 4, means, progress=False
+    )
+    assert [f for _, f in chosen] == by_effect[:4]
+
+
+def test_greedy_circuit_rejects_more_nodes_than_candidates(model, saes, tokens):
+    with pytest.raises(ValueError, match="distinct candidates"):
+        circuits.greedy_circuit(model, saes, tokens, metric, [(UP, 0), (UP, 0)], 2, progress=False)
