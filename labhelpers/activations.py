@@ -288,7 +288,8 @@ class ShuffleBuffer:
                 put(error)
             put(done)
 
-        threading.Thread(target=produce, daemon=True, name="ShuffleBuffer").start()
+        producer = threading.Thread(target=produce, daemon=True, name="ShuffleBuffer")
+        producer.start()
         try:
             while (item := ahead.get()) is not done:
                 if isinstance(item, BaseException):
@@ -296,6 +297,9 @@ class ShuffleBuffer:
                 yield item
         finally:  # the consumer finished or closed us: let the harvesting thread end
             stop.set()
+            # Wait for its forward pass in flight: hooks live on the shared model, so a
+            # pass still running would mix its activations with the caller's next one.
+            producer.join()
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         # Chunks wait in a list and are joined once per refill: concatenating onto the
