@@ -364,6 +364,15 @@ def in_kernel() -> bool:
     return hasattr(get_ipython(), "kernel")
 
 
+def can_draw() -> bool:
+    """Whether to offer a widget: ipywidgets is installed and this runs inside a kernel."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return in_kernel()
+
+
 class FeatureBrowser:
     """A drop-down over the features and the chosen feature's card.
 
@@ -407,12 +416,7 @@ def browse(data: FeatureData, static: bool | None = None) -> FeatureBrowser | No
     text outside); ``static=False`` forces the widget.
     """
     if static is None:
-        try:
-            import ipywidgets  # noqa: F401
-        except ImportError:
-            static = True
-        else:
-            static = not in_kernel()
+        static = not can_draw()
     if not static:
         return FeatureBrowser(data)
     if in_kernel():

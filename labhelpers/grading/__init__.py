@@ -8,6 +8,7 @@ from labhelpers.grading.circuits import *  # noqa: F403
 from labhelpers.grading.core import Mistake, check_function
 from labhelpers.grading.features import *  # noqa: F403
 from labhelpers.grading.numpy_sae import *  # noqa: F403
+from labhelpers.grading.quiz import *  # noqa: F403
 from labhelpers.grading.sae import *  # noqa: F403
 from labhelpers.grading.steering import *  # noqa: F403
 from labhelpers.grading.toy import *  # noqa: F403
