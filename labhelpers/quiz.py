@@ -34,14 +34,17 @@ class Question:
 
 QUESTIONS: tuple[Question, ...] = (
     Question(
-        "A toy model must store 5 features in 2 hidden dimensions. Each feature is active in "
-        "only a few percent of inputs. What does it learn?",
+        "A toy model must store 5 features in 2 hidden dimensions. Each feature is active "
+        "in only a few percent of inputs. What does it learn?",
         (
-            "Only the 2 most important features, one per dimension; the other 3 are dropped.",
+            "Only the 2 most important features, each on its own orthogonal direction, since "
+            "any overlap would add interference to the loss.",
             "All 5, as directions at angles to each other (a pentagon), accepting some "
             "interference.",
-            "All 5, each along its own hidden dimension after an extra orthogonal rotation.",
-            "Nothing stable: with more features than dimensions the loss cannot decrease.",
+            "All 5 along one shared direction, told apart only by how strongly each one "
+            "activates it.",
+            "Nothing stable: with more features than dimensions, training keeps swapping which "
+            "features it represents.",
         ),
         1,
         "Sparse features rarely fire together, so the interference of non-orthogonal "
@@ -52,42 +55,53 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "Why can one neuron respond to 'rotate the API key', 'shell syntax' and 'urgent tone'?",
         (
-            "The neuron is broken: training failed to specialise it.",
-            "The three concepts are the same feature to the model.",
-            "Features stored in superposition are not aligned with the neuron basis, so "
-            "one neuron reads parts of several feature directions.",
-            "Attention copies unrelated tokens into the neuron's position.",
+            "The neuron is broken: training failed to specialise it, and a longer run would "
+            "split it into three clean, separate neurons.",
+            "The model treats all three as one concept, since they often appear together in the "
+            "requests it was trained on.",
+            "Features stored in superposition are not aligned with the neuron basis, so one "
+            "neuron reads parts of several feature directions.",
+            "Attention copies tokens of unrelated earlier requests into the position, and the "
+            "neuron responds to those copies.",
         ),
         2,
-        "With more features than neurons, feature directions are spread across neurons; "
-        "a neuron's activation mixes every feature direction it overlaps. The SAE looks for "
-        "a basis in which the features are separate again.",
+        "With more features than neurons, feature directions are spread across neurons; a "
+        "neuron's activation mixes every feature direction it overlaps. The SAE looks for a "
+        "basis in which the features are separate again.",
         "01_superposition",
     ),
     Question(
         "You raise the L1 coefficient of a ReLU SAE. What do you expect?",
         (
-            "Fewer active latents per token, worse reconstruction, and active latents that "
-            "shrink below the size the reconstruction needs.",
-            "More active latents and better reconstruction.",
-            "No change in L0: the L1 penalty only rescales the decoder columns.",
-            "Fewer dead latents, because every latent is pushed to fire.",
+            "Fewer active latents, worse reconstruction, and active latents shrunk below the "
+            "size the reconstruction needs.",
+            "More active latents, each with a smaller value, because the penalty prefers "
+            "spreading activation over many latents.",
+            "No change in L0 or reconstruction: the decoder columns grow to undo the penalty, "
+            "since nothing fixes their norms.",
+            "Fewer dead latents, because the stronger penalty pushes every latent to fire a "
+            "little on every token.",
         ),
         0,
         "L1 trades reconstruction for sparsity and also pulls the magnitudes of active "
-        "latents toward zero (shrinkage). TopK, JumpReLU and Gated SAEs choose *which* "
-        "latents fire separately from *how much*, which removes most of the shrinkage.",
+        "latents toward zero (shrinkage). Decoder columns are kept at unit norm exactly so "
+        "that the penalty cannot be dodged by rescaling. TopK, JumpReLU and Gated SAEs "
+        "choose *which* latents fire separately from *how much*, which removes most of the "
+        "shrinkage.",
         "03_torch_sae",
     ),
     Question(
-        "An SAE trained on synthetic data with known features reconstructs it with low error, "
-        "but its decoder columns barely align with the true features. What follows?",
+        "An SAE trained on synthetic data with known features reconstructs it with low "
+        "error, but its decoder columns barely align with the true features. What follows?",
         (
-            "The true features must be wrong.",
-            "The alignment metric is broken, since low error implies recovery.",
-            "Train longer: low error always ends in recovery.",
-            "Reconstruction is not recovery: a dictionary can reconstruct well without "
-            "finding the directions that generated the data.",
+            "The synthetic features were generated wrong: a correct generator is recovered by "
+            "any SAE that reconstructs its data well.",
+            "The alignment metric is broken: low reconstruction error on this data implies that "
+            "the true directions were recovered.",
+            "Train longer: once the reconstruction error is low enough, the decoder columns "
+            "always rotate onto the true features.",
+            "Reconstruction is not recovery: a dictionary can reconstruct well without finding "
+            "the generating directions.",
         ),
         3,
         "Many dictionaries reconstruct the same data. Only ground truth tells whether the "
@@ -99,11 +113,14 @@ QUESTIONS: tuple[Question, ...] = (
         "An SAE reconstructs the residual stream with FVU 0.05. Why also measure the "
         "next-token loss with the SAE spliced into the model?",
         (
-            "FVU is undefined for residual streams.",
-            "A small error in norm can still point along directions the later layers "
-            "use, and hurt predictions more than its size suggests.",
-            "The spliced loss is cheaper to compute than the FVU.",
-            "To check that the SAE's dead latents are really dead.",
+            "FVU is not defined for residual streams, whose activations have no fixed mean, so "
+            "only the spliced loss means anything.",
+            "A small error can lie along directions the later layers read, and hurt predictions "
+            "far more than its size suggests.",
+            "The spliced loss is cheaper: one forward pass, where FVU needs the variance of "
+            "every dimension of the activations.",
+            "To find the dead latents: a latent that never fires leaves the spliced loss "
+            "unchanged, which FVU cannot show.",
         ),
         1,
         "The model does not care about squared error; it cares about what the later layers "
@@ -115,28 +132,33 @@ QUESTIONS: tuple[Question, ...] = (
         "The 20 strongest examples of latent 247 are all about credentials. What should you "
         "do before calling it a credential feature?",
         (
-            "Score the label on held-out text it never saw (precision and recall), look at "
-            "examples across its activation range, and test it with interventions.",
-            "Nothing: 20 of 20 is conclusive.",
-            "Check that its decoder norm is 1.",
-            "Look at the next 20 strongest examples.",
+            "Score the label on held-out text it never saw (precision, recall), read examples "
+            "across its activation range, and intervene.",
+            "Nothing more: twenty of twenty strongest examples agreeing is strong evidence, and "
+            "weaker examples are mostly noise anyway.",
+            "Check that its decoder column has unit norm and that it is not a dead latent, so "
+            "that its top examples can be trusted.",
+            "Read its next hundred strongest examples, and accept the label if at least ninety "
+            "of them are about credentials too.",
         ),
         0,
-        "Top examples select for the label you already have in mind. In notebook 05 every "
-        "candidate's label failed on held-out text at the 0.8 precision bar, although the "
-        "top examples looked convincing.",
+        "Top examples select for the label you already have in mind, and so do more of "
+        "them. In notebook 05 every candidate's label failed on held-out text at the 0.8 "
+        "precision bar, although the top examples looked convincing.",
         "05_interpreting_features",
     ),
     Question(
         "Steering along a feature's direction raises the refusal rate. Which control makes "
         "this evidence that the *feature* matters?",
         (
-            "Repeat the same sweep with the same direction and check that it gives the same "
-            "numbers.",
-            "Steer with a larger alpha until the effect is obvious.",
-            "Steer at every layer at once.",
-            "The same sweep along directions of equal norm (random ones and unrelated "
-            "features): the rise must be far larger than theirs.",
+            "Repeat the sweep with the same direction on the same prompts, and check that it "
+            "gives the same refusal rates each time.",
+            "Steer with a much larger alpha until the effect is obvious, so that it cannot be "
+            "mistaken for noise in the refusal rate.",
+            "Steer along the same direction at every layer, and check that the refusal rate "
+            "rises at each of them as well.",
+            "The same sweep along directions of equal norm (random ones, unrelated features): "
+            "the rise must far exceed theirs.",
         ),
         3,
         "A push of that size along almost any direction disturbs a small model. Only a "
@@ -147,11 +169,14 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "Why keep the SAE's error term (x - x_hat) when ablating one of its features?",
         (
-            "It makes the forward pass faster.",
-            "It is required for gradients to flow.",
-            "So that the only change is the feature: splicing the SAE in without it changes "
-            "the model by the reconstruction error too.",
-            "It keeps the feature's decoder direction normalised.",
+            "It makes the forward pass faster, because the SAE then only needs to decode the "
+            "features that are not ablated.",
+            "Without it no gradient flows through the SAE, so attribution patching and "
+            "integrated gradients would both fail.",
+            "So that the only change is the feature: splicing the SAE in without it changes the "
+            "model by the reconstruction error too.",
+            "It keeps every decoder direction at unit norm, which ablating a feature would "
+            "otherwise change along with the feature.",
         ),
         2,
         "With the error term kept, ablating no features reproduces the clean model exactly, "
@@ -164,32 +189,37 @@ QUESTIONS: tuple[Question, ...] = (
         "pass. When is the estimate least trustworthy?",
         (
             "For the largest effects, where the metric is far from linear in the feature "
-            "(saturation, thresholds), so a first-order estimate misses them.",
-            "For features with small effects.",
-            "When the metric is a logit difference.",
-            "Never: the gradient is exact.",
+            "(saturation, thresholds).",
+            "For the smallest effects, because rounding errors in the backward pass swamp a "
+            "gradient that is close to zero.",
+            "When the metric is a logit difference rather than a probability, since logits are "
+            "unbounded and gradients explode.",
+            "Never: the gradient is exact, so gradient times activation difference equals every "
+            "feature's real ablation effect.",
         ),
         0,
-        "The gradient is exact at the clean point only. Removing a large feature moves far "
-        "from it. Integrated gradients, which average the gradient along the path, repair "
-        "much of that, and real ablations settle it.",
+        "The gradient is exact at the clean point only, and removing a large feature moves "
+        "far from it. Integrated gradients, which average the gradient along the path, "
+        "repair much of that, and real ablations settle it.",
         "07_ablation_and_circuits",
     ),
     Question(
         "An attribution graph's edges add up exactly to each node's value. Why must its "
         "claims still be tested by ablating latents in the real model?",
         (
-            "They need not: exact edges are causal effects.",
-            "Because the edges are rounded when the graph is pruned.",
-            "The graph is exact for a replacement model, with transcoders in place of the "
-            "MLPs and attention patterns held fixed; in the real model, attention responds "
-            "to an ablation.",
-            "Because the graph ignores the token embeddings.",
+            "They need not: every edge is an exact contribution, so each edge is already a "
+            "causal effect in the original model.",
+            "Pruning rounds the edges, and can drop paths whose rounded weights looked small "
+            "but whose sum was large.",
+            "It is exact for a replacement model (transcoders for the MLPs, attention held "
+            "fixed); the real model's attention responds.",
+            "The graph leaves out the token embeddings, so every path that starts at a token is "
+            "missing from its edges.",
         ),
         2,
         "In notebook 07 the graph's predictions follow real ablations closely with "
-        "attention and LayerNorm held, and much less well when they are free. The graph "
-        "is a hypothesis about the model, and ablations test it.",
+        "attention and LayerNorm held, and much less well when they are free. The graph is "
+        "a hypothesis about the model, and ablations test it.",
         "07_ablation_and_circuits",
     ),
 )

@@ -32,6 +32,13 @@ def test_the_key_has_no_favourite_letter():
         assert quiz.score([letter] * len(KEY)) < quiz.PASS_MARK
 
 
+def test_the_right_option_is_not_given_away_by_its_length():
+    lengths = [[len(o) for o in q.options] for q in quiz.QUESTIONS]
+    longest = sum(row[q.answer] == max(row) for row, q in zip(lengths, quiz.QUESTIONS))
+    shortest = sum(row[q.answer] == min(row) for row, q in zip(lengths, quiz.QUESTIONS))
+    assert longest <= len(KEY) // 2 and shortest <= len(KEY) // 2  # "pick the longest" fails
+
+
 def test_score_counts_right_answers_and_accepts_case_and_blanks():
     assert quiz.score(KEY) == 1.0
     assert quiz.score([wrong(q) for q in quiz.QUESTIONS]) == 0.0
