@@ -7,16 +7,63 @@ python scripts/run_notebooks.py            # every solution notebook
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_exercises
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+MODEL_REF = re.compile(r"IPY_MODEL_([0-9a-f]{32})")
+
+
+def stable_widget_ids(nb: Any) -> None:
+    """Renumber the saved widget models so that re-running a notebook rewrites the same ids.
+
+    ipywidgets names every model with a random UUID, so each run changed hundreds of lines
+    of an unchanged notebook. Models are numbered in a deterministic order: the displayed
+    views cell by cell, then each model's references (``IPY_MODEL_<id>``) in attribute
+    order; models nothing references follow, ordered by their content.
+    """
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    if not state:
+        return
+    order: list[str] = []
+
+    def visit(model_id: str) -> None:
+        if model_id in state and model_id not in order:
+            order.append(model_id)
+            for ref in MODEL_REF.findall(json.dumps(state[model_id]["state"], sort_keys=True)):
+                visit(ref)
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view:
+                visit(view["model_id"])
+    rest = [m for m in state if m not in order]
+
+    def content(model_id: str) -> str:
+        return MODEL_REF.sub("", json.dumps(state[model_id], sort_keys=True))
+
+    for model_id in sorted(rest, key=content):
+        visit(model_id)
+    new = {old: f"{i:032x}" for i, old in enumerate(order)}
+    text = re.sub("|".join(map(re.escape, new)), lambda m: new[m.group()], json.dumps(nb))
+    renumbered = json.loads(text)
+    nb.cells, nb.metadata = (
+        nbformat.from_dict(renumbered["cells"]),
+        nbformat.from_dict(renumbered["metadata"]),
+    )
 
 
 def execute(path: Path, timeout: int) -> float:
@@ -33,6 +80,7 @@ def execute(path: Path, timeout: int) -> float:
         resources={"metadata": {"path": str(path.parent)}},
     )
     client.execute()
+    stable_widget_ids(nb)
     nbformat.write(nb, path)
     return time.perf_counter() - start
 
