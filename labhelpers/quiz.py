@@ -77,16 +77,17 @@ QUESTIONS: tuple[Question, ...] = (
             "size the reconstruction needs.",
             "More active latents, each with a smaller value, because the penalty prefers "
             "spreading activation over many latents.",
-            "No change in L0 or reconstruction: the decoder columns grow to undo the penalty, "
+            "No change in L0 or reconstruction: the decoder rows grow to undo the penalty, "
             "since nothing fixes their norms.",
             "Fewer dead latents, because the stronger penalty pushes every latent to fire a "
             "little on every token.",
         ),
         0,
         "L1 trades reconstruction for sparsity and also pulls the magnitudes of active "
-        "latents toward zero (shrinkage). Decoder columns are kept at unit norm exactly so "
-        "that the penalty cannot be dodged by rescaling. TopK, JumpReLU and Gated SAEs "
-        "choose *which* latents fire separately from *how much*, which removes most of the "
+        "latents toward zero (shrinkage). Growing the decoder does not dodge it: the course's "
+        "ReLU SAE weights each latent's penalty by its decoder row's norm. TopK, JumpReLU "
+        "and Gated SAEs choose *which* latents fire separately from *how much*, which "
+        "removes most of the "
         "shrinkage.",
         "03_torch_sae",
     ),
