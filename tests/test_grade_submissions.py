@@ -67,6 +67,20 @@ def test_a_dead_kernel_leaves_later_checks_not_run_and_stale_outputs_do_not_coun
     assert (result.check, result.status) == ("cosine", "not run")
 
 
+def test_a_cell_that_runs_too_long_is_interrupted_and_grading_goes_on(tmp_path):
+    path = submission(
+        tmp_path,
+        "ed.ipynb",
+        SETUP,
+        RIGHT_COSINE,
+        "import time\nwhile True:\n    time.sleep(0.1)\ngrading.check_cosine(cosine)",
+        "grading.check_cosine(cosine)",
+    )
+    first, second = grade_submissions.grade_notebook(path, timeout=3)
+    assert (first.status, second.status) == ("failed", "passed")
+    assert "KeyboardInterrupt" in first.message
+
+
 def test_the_command_line_writes_one_csv_row_per_check_and_student(tmp_path, capsys):
     # the usual classroom layout: one folder per student, the same file name in each
     (tmp_path / "cy").mkdir(), (tmp_path / "di").mkdir()
