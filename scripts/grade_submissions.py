@@ -6,6 +6,10 @@ Each notebook runs top to bottom in a fresh kernel in the quick profile, carryin
 errors, so one unfinished exercise does not hide the rest. A check cell (one that calls
 ``grading.check_<name>(...)``) passed when it printed its "✓" line; otherwise its result
 is the error it raised: the check's hint, "not implemented yet", or whatever stopped it.
+A check cell must be the single call the exercise notebook has; one with anything else in
+it is reported as "edited" and not run for credit. That stops an edited cell from printing
+its own "✓", not a student set on cheating (who could redefine ``grading`` earlier): like
+the checks themselves, this grades honest work.
 
 This runs the students' code with your permissions: do it in a container or a throwaway
 account, as with any autograder.
@@ -27,12 +31,13 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 CHECK = re.compile(r"grading\.check_(\w+)\(")
+CHECK_CELL = re.compile(r"\s*grading\.check_\w+\([^\n]*\)\s*")  # the call alone, as written
 
 
 @dataclass(frozen=True)
 class CheckResult:
     """One check in one notebook (its path as given, since students' files often share a
-    name in different folders): ``status`` is "passed", "failed" or "not run"."""
+    name in different folders): ``status`` is "passed", "failed", "not run" or "edited"."""
 
     notebook: str
     check: str
@@ -42,6 +47,8 @@ class CheckResult:
 
 def _outcome(cell: Any) -> tuple[str, str]:
     """(status, message) of an executed check cell, from its outputs."""
+    if not CHECK_CELL.fullmatch(cell.source):
+        return "edited", "the check cell holds more than the check's call"
     if cell.get("execution_count") is None:
         return "not run", "the notebook stopped before this cell"
     for output in cell.outputs:

@@ -68,17 +68,19 @@ def test_a_dead_kernel_leaves_later_checks_not_run_and_stale_outputs_do_not_coun
 
 
 def test_a_cell_that_runs_too_long_is_interrupted_and_grading_goes_on(tmp_path):
-    path = submission(
-        tmp_path,
-        "ed.ipynb",
-        SETUP,
-        RIGHT_COSINE,
-        "import time\nwhile True:\n    time.sleep(0.1)\ngrading.check_cosine(cosine)",
-        "grading.check_cosine(cosine)",
-    )
+    endless = "import time\n\ndef cosine(left, right):\n    while True:\n        time.sleep(0.1)"
+    check = "grading.check_cosine(cosine)"
+    path = submission(tmp_path, "ed.ipynb", SETUP, endless, check, RIGHT_COSINE, check)
     first, second = grade_submissions.grade_notebook(path, timeout=3)
     assert (first.status, second.status) == ("failed", "passed")
     assert "KeyboardInterrupt" in first.message
+
+
+def test_an_edited_check_cell_gets_no_credit(tmp_path):
+    fake = 'print("✓ check_superpose passed")  # grading.check_superpose(superpose)'
+    path = submission(tmp_path, "fy.ipynb", SETUP, STUB_SUPERPOSE, fake)
+    (result,) = grade_submissions.grade_notebook(path, timeout=60)
+    assert result.status == "edited"
 
 
 def test_the_command_line_writes_one_csv_row_per_check_and_student(tmp_path, capsys):
