@@ -244,10 +244,13 @@ def _letters(answers: Sequence[str | None], questions: Sequence[Question]) -> li
     return picked
 
 
+def _share_right(picked: Sequence[int | None], questions: Sequence[Question]) -> float:
+    return sum(p == q.answer for p, q in zip(picked, questions)) / len(questions)
+
+
 def score(answers: Sequence[str | None], questions: Sequence[Question] = QUESTIONS) -> float:
     """The share of ``questions`` answered right; ``answers`` holds one letter (or None) each."""
-    picked = _letters(answers, questions)
-    return sum(p == q.answer for p, q in zip(picked, questions)) / len(questions)
+    return _share_right(_letters(answers, questions), questions)
 
 
 def report(answers: Sequence[str | None], questions: Sequence[Question] = QUESTIONS) -> str:
@@ -262,7 +265,7 @@ def report(answers: Sequence[str | None], questions: Sequence[Question] = QUESTI
             f"{i}. {given}; the answer is {LETTERS[q.answer]}) {q.options[q.answer]}\n"
             f"   Why: {q.why} (notebook {q.notebook})"
         )
-    right = score(answers, questions)
+    right = _share_right(picked, questions)
     verdict = "passed" if right >= PASS_MARK else f"not yet: the pass mark is {PASS_MARK:.0%}"
     head = f"{round(right * len(questions))}/{len(questions)} right ({right:.0%}): {verdict}"
     return "\n".join([head, *lines])
