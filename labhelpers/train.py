@@ -283,7 +283,8 @@ class Trainer:
         bar = tqdm(
             total=self.cfg.steps, initial=self.step, disable=not self.cfg.progress, leave=False
         )
-        with _deferred_interrupt() as interrupted:
+        # enable_grad: a notebook that turned gradients off to read a model can still train
+        with _deferred_interrupt() as interrupted, torch.enable_grad():
             while self.step < until:
                 row = self.train_step(self.scaled(self.source.next_batch(self.cfg.batch_size)))
                 bar.update(1)

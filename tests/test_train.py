@@ -278,3 +278,12 @@ def test_a_damaged_or_missing_checkpoint_is_named(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "trainer.safetensors"))
     with pytest.raises(ValueError, match="holds no trainer state"):
         Trainer(sae, source, cfg).load_checkpoint(tmp_path)
+
+
+def test_training_works_where_gradients_were_turned_off():
+    """A notebook that called torch.set_grad_enabled(False) to read a model can still train."""
+    sae, source, cfg = _setup("topk")
+    with torch.no_grad():
+        history = train_sae(sae, source, cfg)
+        assert not torch.is_grad_enabled()  # the caller's setting is left as it was
+    assert history["loss"][-1] < history["loss"][0]
