@@ -15,24 +15,41 @@ from train_tiny_sae import HOOKS, OUT, SETTINGS, TRANSCODER_LAYERS, TRANSCODER_O
 from labhelpers import env
 
 NOTEBOOK = env.REPO_ROOT / "notebooks" / "04_sae_on_gpt2.ipynb"
+NOTEBOOK_05 = env.REPO_ROOT / "notebooks" / "05_interpreting_features.ipynb"
+
+
+def _literal(node: ast.expr):
+    """A literal, or a ``dict(key=literal, ...)`` call of them; ValueError otherwise."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "dict" and not node.args:
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    return ast.literal_eval(node)
 
 
 def quick_sizes(source: str) -> dict:
-    """The ``"quick": dict(...)`` entry of the ``SIZES = {...}[PROFILE]`` table in ``source``."""
+    """The ``"quick": dict(...)`` entry of the ``SIZES = {...}[PROFILE]`` table in ``source``.
+
+    Entries that are not literals (a path built from ``env.DATA_DIR``) are left out.
+    """
     for node in ast.walk(ast.parse(source)):
         is_sizes = isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SIZES"
         if is_sizes and isinstance(node.value, ast.Subscript):
             table = node.value.value  # SIZES = {...}[PROFILE]: the dict being indexed
             for key, value in zip(table.keys, table.values):
                 if ast.literal_eval(key) == "quick":
-                    return {kw.arg: ast.literal_eval(kw.value) for kw in value.keywords}
+                    sizes = {}
+                    for kw in value.keywords:
+                        try:
+                            sizes[kw.arg] = _literal(kw.value)
+                        except ValueError:  # computed, e.g. a path from env.DATA_DIR
+                            pass
+                    return sizes
     raise LookupError("no SIZES table with a 'quick' entry")
 
 
-def notebook_sizes() -> dict:
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+def notebook_sizes(path=NOTEBOOK) -> dict:
+    notebook = nbformat.read(path, as_version=4)
     cells = [c.source for c in notebook.cells if c.cell_type == "code" and "SIZES = {" in c.source]
-    assert len(cells) == 1, "notebook 04 should set its sizes in one cell"
+    assert len(cells) == 1, f"{path.name} should set its sizes in one cell"
     return quick_sizes(cells[0])
 
 
@@ -51,10 +68,19 @@ def test_the_transcoders_use_notebook_04s_quick_transcoder_settings():
 
 
 def test_quick_sizes_reads_the_table_it_is_given():
-    source = 'SIZES = {"quick": dict(k=3, hook="a"), "full": dict(k=9)}[PROFILE]'
-    assert quick_sizes(source) == {"k": 3, "hook": "a"}
+    source = (
+        'SIZES = {"quick": dict(k=3, hook="a", path=str(DIR / "x"), train=dict(steps=2)),'
+        ' "full": dict(k=9)}[PROFILE]'
+    )
+    assert quick_sizes(source) == {"k": 3, "hook": "a", "train": {"steps": 2}}
     with pytest.raises(LookupError):
         quick_sizes("SIZES = 1")
+
+
+def test_notebook_05_trains_its_smaller_dictionaries_with_the_shipped_recipe():
+    recipe = notebook_sizes(NOTEBOOK_05)["dictionary_train"]
+    shipped = {key: SETTINGS[key] for key in ("steps", "batch", "lr", "dead_window")}
+    assert recipe == {"tokens": SETTINGS["train_tokens"], **shipped}
 
 
 @pytest.mark.parametrize("hook", HOOKS)
