@@ -2,7 +2,8 @@
 
 The settings are written twice on purpose: the notebook shows its learner every number
 in one table, and the script must run without the notebook. These tests keep the two
-copies, and the SAEs committed in data/tiny_sae, from drifting apart.
+copies, and the SAEs committed in data/tiny_sae, from drifting apart. Notebook 05 trains
+smaller dictionaries with the same recipe, and a test keeps that copy in step too.
 """
 
 import ast
