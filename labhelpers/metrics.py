@@ -12,7 +12,7 @@ SAE, and the SAE spliced into the model (CE-loss recovered, KL).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -287,6 +287,35 @@ def group_scores(
     return rows
 
 
+def fit_probe(
+    x: torch.Tensor, labels: torch.Tensor, steps: int = 300, lr: float = 0.05
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Fit a logistic-regression probe of ``x`` for each column of ``labels``.
+
+    Returns the probe as a function from new inputs ``[m, d]`` to probabilities
+    ``[m, n_labels]``. Inputs are standardised with ``x``'s statistics; full-batch Adam
+    from zero weights, so the same data give the same probe.
+    x: [n, d]; labels: [n, n_labels] bool.
+    """
+    x, y = x.float(), torch.as_tensor(labels).float()
+    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    W = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)  # [d, n_labels]
+    b = torch.zeros(y.shape[1], requires_grad=True)
+    optimizer = torch.optim.Adam([W, b], lr=lr)
+    with torch.enable_grad():  # callers often run under no_grad; the probe still trains
+        for _ in range(steps):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits((x - mean) / std @ W + b, y)
+            loss.backward()
+            optimizer.step()
+
+    def probabilities(new_x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.sigmoid((new_x.float() - mean) / std @ W + b)
+
+    return probabilities
+
+
 def probe_scores(
     select_x: torch.Tensor,
     select_labels: torch.Tensor,
@@ -303,28 +332,14 @@ def probe_scores(
     basis direction. A probe fitted to the labels is the best such classifier supervision
     finds, so its held-out F1 says how much of a concept one direction of ``x`` carries on
     that text at all: a reference for the unsupervised units, not a strict bound (it fits
-    the selection split, not the test one). Inputs are standardised with the selection
-    split's statistics; the cutoff on the probe's probability is chosen by F1 on the
-    selection split, as ``concept_scores`` chooses thresholds. Full-batch Adam from zero
-    weights, so the same data give the same probe.
+    the selection split, not the test one). The probe is ``fit_probe``'s on the selection
+    split; the cutoff on its probability is chosen by F1 on the selection split, as
+    ``concept_scores`` chooses thresholds.
     x: [n_tokens, d]; labels: [n_tokens, n_concepts] bool. Rows as ``concept_scores``'s.
     """
-    x, y = select_x.float(), torch.as_tensor(select_labels).float()
-    mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
-    z_select, z_test = (x - mean) / std, (test_x.float() - mean) / std
-    W = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)  # [d, n_concepts]
-    b = torch.zeros(y.shape[1], requires_grad=True)
-    optimizer = torch.optim.Adam([W, b], lr=lr)
-    with torch.enable_grad():  # callers often run under no_grad; the probe still trains
-        for _ in range(steps):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(z_select @ W + b, y)
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        p_select = torch.sigmoid(z_select @ W + b).numpy()
-        p_test = torch.sigmoid(z_test @ W + b).numpy()
-    select_np, test_np = y.bool().numpy(), np.asarray(test_labels, bool)
+    probe = fit_probe(select_x, select_labels, steps, lr)
+    p_select, p_test = probe(select_x).numpy(), probe(test_x).numpy()
+    select_np, test_np = np.asarray(select_labels, bool), np.asarray(test_labels, bool)
     rows = []
     for c, concept in enumerate(concepts):
         f1_at = {

@@ -193,3 +193,19 @@ def test_auc_counts_ordered_pairs_and_ignores_a_common_shift():
     assert metrics.auc(pos, neg) == metrics.auc(pos - 7.5, neg - 7.5)
     with pytest.raises(ValueError, match="at least one"):
         metrics.auc([], [1.0])
+
+
+def test_fit_probe_ranks_new_points_of_a_linear_concept():
+    """A probe fitted on one sample ranks a fresh sample of the same linear concept almost
+    perfectly, returns one probability column per label, and is the same on a second fit."""
+    g = torch.Generator().manual_seed(0)
+    x, fresh = torch.randn(400, 6, generator=g), torch.randn(400, 6, generator=g)
+    direction = torch.tensor([1.0, -2.0, 0.0, 0.5, 0.0, 0.0])
+    labels = torch.stack([x @ direction > 0.3, x[:, 2] > 0], 1)
+    with torch.no_grad():  # as a notebook calls it; the probe must still train
+        probe = metrics.fit_probe(x, labels)
+        again = metrics.fit_probe(x, labels)
+    p = probe(fresh)
+    assert p.shape == (400, 2) and torch.equal(p, again(fresh))
+    truth = (fresh @ direction > 0.3).numpy()
+    assert metrics.auc(p[truth, 0].numpy(), p[~truth, 0].numpy()) > 0.98
