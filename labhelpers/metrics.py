@@ -299,13 +299,14 @@ def fit_probe(
     """
     x, y = x.float(), torch.as_tensor(labels).float()
     mean, std = x.mean(0), x.std(0).clamp(min=1e-6)
+    z = (x - mean) / std
     W = torch.zeros(x.shape[1], y.shape[1], requires_grad=True)  # [d, n_labels]
     b = torch.zeros(y.shape[1], requires_grad=True)
     optimizer = torch.optim.Adam([W, b], lr=lr)
     with torch.enable_grad():  # callers often run under no_grad; the probe still trains
         for _ in range(steps):
             optimizer.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits((x - mean) / std @ W + b, y)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ W + b, y)
             loss.backward()
             optimizer.step()
 
