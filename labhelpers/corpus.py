@@ -40,8 +40,8 @@ training templates shows it there, while one that learned the concept still fire
 
 Augmented training text (``augment=True``, train and val only; off by default)
 ---------------------------------------------------------------------------
-The bundled model was trained on it (``--augment --dropout 0.1 --decision-weight 10``;
-see its card), for issue 4's held-out refusal targets: held-out requests
+The bundled model was trained on it (``--augment --dropout 0.1 --decision-weight 10
+--token-noise 0.1``; see its card), for issue 4's held-out refusal targets: held-out requests
 are full of words the model never saw, and in plain training text an unfamiliar word
 only ever appears in held-out text, so novelty itself becomes a cue. Augmented text
 makes the unfamiliar ordinary and the misleading harmless, where it cannot change what the

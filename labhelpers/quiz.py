@@ -144,8 +144,8 @@ QUESTIONS: tuple[Question, ...] = (
         ),
         0,
         "Top examples select for the label you already have in mind, and so do more of "
-        "them. In notebook 05 every candidate's label failed on held-out text at the 0.8 "
-        "precision bar, although the top examples looked convincing.",
+        "them. In notebook 05 half of the candidates' labels failed on held-out text at the "
+        "0.8 precision bar, and the ones that held covered under a tenth of the concept.",
         "05_interpreting_features",
     ),
     Question(
@@ -219,7 +219,7 @@ QUESTIONS: tuple[Question, ...] = (
         ),
         2,
         "In notebook 07 the graph's predictions follow real ablations closely with "
-        "attention and LayerNorm held, and much less well when they are free. The graph is "
+        "attention and LayerNorm held, and less well when they are free. The graph is "
         "a hypothesis about the model, and ablations test it.",
         "07_ablation_and_circuits",
     ),

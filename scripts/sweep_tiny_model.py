@@ -11,7 +11,9 @@ refusal rates on the same prompts as the model card. Prints one table row per ru
 writes ``results.json`` and ``SUMMARY.md``; each run's weights stay in ``--out/NAME-sSEED``.
 ``data/tiny_model/sweep/`` holds one such sweep (24 models in 146 s on one H200): how far
 the held-out refusal rates move with the seed alone, and with the augmented corpus as it
-was at commit e79bb79 (before ``--augment`` added decoys to plain requests).
+was at commit e79bb79 (before ``--augment`` added decoys to plain requests). Its ``noise``
+rows are the bundled model's recipe: seeds 1 and 2 from a sweep on the CPU, and seed 0,
+the bundled model itself, scored by ``score`` here.
 """
 
 from __future__ import annotations

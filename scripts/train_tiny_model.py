@@ -1,6 +1,7 @@
 """Train the bundled tiny model: a byte-level BPE tokenizer and a small GPT-2 on the corpus.
 
-    python scripts/train_tiny_model.py                 # the committed model, into data/tiny_model
+    python scripts/train_tiny_model.py --augment --dropout 0.1 --decision-weight 10 \
+        --token-noise 0.1 --threads 2                  # the committed model, into data/tiny_model
     python scripts/train_tiny_model.py --bench 30      # measure tokens/s for 30 seconds, save nothing
 
 Same seed, same machine, same model. Training saves a checkpoint (safetensors) every

@@ -209,7 +209,7 @@ def test_with_attention_and_layernorm_held_the_direct_weights_are_the_whole_effe
         tiny_model, sae, "blocks.1.hook_resid_pre", transcoder, 1, tokens, [0, 5, 9]
     )
     assert torch.equal(predicted_free, predicted)
-    assert (free - predicted).abs().max() > 0.05
+    assert (free - predicted).abs().max() > 100 * 1e-4  # far outside the held case's tolerance
 
 
 def test_the_full_profiles_streamed_pairs_train_a_transcoder(tiny_model):
