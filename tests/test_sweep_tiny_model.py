@@ -105,5 +105,13 @@ def test_committed_sweep_summary_is_written_from_its_results(sweep):
     results = json.loads((folder / "results.json").read_text())
     assert (folder / "SUMMARY.md").read_text() == sweep.summary(results)
     met = [(r["run"], r["seed"]) for r in results if sweep.margin(r) >= 0]
-    # only runs of the bundled model's own set-up meet all three
-    assert met == [("decision", 0), ("decision", 2)]
+    # only runs with the decision weight meet all three: the bundled recipe and the one before it
+    assert met == [("decision", 0), ("decision", 2), ("noise", 0)]
+    # the bundled model is its recipe's seed 0, scored the same way as the card scores it
+    card = json.loads((models.TINY_MODEL_DIR / "metrics.json").read_text())["eval"]
+    bundled = next(r for r in results if r["run"] == "noise" and r["seed"] == 0)
+    assert bundled["heldout_loss"] == pytest.approx(card["loss"]["heldout"], abs=1e-4)
+    assert all(
+        bundled[f"heldout_{kind}"] == card["refusal_rate"]["heldout"][kind]
+        for kind in corpus.CHAT_KINDS
+    )
