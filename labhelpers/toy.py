@@ -192,8 +192,9 @@ def best_of_seeds(loss: Tensor, n_seeds: int) -> Tensor:
     """Pick, in each run of ``n_seeds`` consecutive instances, the one with the lowest loss.
 
     Gradient descent on a toy model can stall in a worse arrangement (a local minimum), so a
-    sweep trains each setting from several seeds and keeps the best. loss: [n_settings * n_seeds]
-    -> the chosen instance indices: [n_settings].
+    sweep trains each setting from several seeds and keeps the best: that lowers the odds of a
+    local minimum, it does not rule one out (notebook 01 measures one that survives).
+    loss: [n_settings * n_seeds] -> the chosen instance indices: [n_settings].
     """
     groups = loss.view(-1, n_seeds)
     return groups.argmin(dim=1) + n_seeds * torch.arange(groups.shape[0])

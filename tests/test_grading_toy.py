@@ -143,3 +143,14 @@ def test_dead_feature_must_not_give_nan():
 
     with pytest.raises(AssertionError, match="NaN"):
         grading.check_feature_dimensionality(no_clamp)
+
+
+def test_clamping_only_the_norms_still_gets_the_zero_over_zero_hint():
+    # the exercise's first instruction followed alone: the denominator's sum is 0 too
+    def clamp_norms_only(W):
+        norms = W.norm(dim=1).clamp_min(1e-8)
+        overlap = torch.einsum("ihf,ihg->ifg", W / norms[:, None, :], W) ** 2
+        return W.norm(dim=1) ** 2 / overlap.sum(-1)
+
+    with pytest.raises(AssertionError, match="Clamp both divisors"):
+        grading.check_feature_dimensionality(clamp_norms_only)

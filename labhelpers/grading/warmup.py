@@ -119,7 +119,8 @@ def check_sae_objective(sae_objective: Callable[..., float]) -> None:
         Mistake(
             "a summed (not mean) squared error",
             lambda t, r, z, lam: float(np.sum((t - r) ** 2) + lam * np.abs(z).sum()),
-            "Average the squared error over the dimensions (np.mean).",
+            "This exercise averages the squared error over the dimensions (np.mean); summing "
+            "is the other common convention (notebook 03 uses it), not the one asked for here.",
         ),
         Mistake(
             "a penalty without the absolute value",
