@@ -190,7 +190,7 @@ def time_full_batch_step(
     """Seconds for one forward + backward + SGD step on all of ``x`` (on a copy of params).
 
     Returns the best and the median of ``repeats`` runs: the best is the cost on an idle
-    machine, the median shows how much a busy (shared) CPU adds.
+    machine, the median the cost on a busy (shared) one.
     """
     params = copy_params(params)
     times = []
@@ -320,10 +320,12 @@ def matching_pursuit(
 
     Each round picks the decoder row with the largest dot product with the residual.
     Plain matching pursuit adds that dot product (clipped at 0) to its coefficient, and
-    may pick the same latent again in a later round;
-    the orthogonal variant (OMP) refits all picked coefficients by least squares, so
-    overlapping directions stop double-counting each other. x: [batch, d_in],
-    W_dec: [d_sae, d_in] with unit rows -> z: [batch, d_sae].
+    may pick the same latent again in a later round. The orthogonal variant (OMP) never
+    picks a latent twice; after each pick it refits all picked coefficients by least
+    squares, then clips negatives to 0 (a cheap stand-in for non-negative least squares),
+    so overlapping directions stop double-counting each other. A clipped pick leaves fewer
+    than k latents active. x: [batch, d_in], W_dec: [d_sae, d_in] with unit rows
+    -> z: [batch, d_sae].
     """
     n = len(x)
     rows = np.arange(n)
@@ -332,7 +334,9 @@ def matching_pursuit(
     residual = x.copy()
     for step in range(k):
         scores = residual @ W_dec.T
-        if orthogonal:  # OMP's residual is orthogonal to its picks: never pick one twice
+        if orthogonal:
+            # OMP picks each latent once: after the clip at 0 its residual need not be
+            # orthogonal to the picks, so a picked latent could otherwise score > 0 again
             scores[rows[:, None], picked[:, :step]] = -np.inf
         picked[:, step] = scores.argmax(axis=1)
         if orthogonal:
