@@ -307,9 +307,9 @@ def load_pretrained_sae(
     that it reads the bridge's activations as it read HookedTransformer's. Needs the
     network once (or SAELens's cache); without it the error says to use the quick profile.
     """
-    import sae_lens
-
     try:
+        import sae_lens  # a full-profile dependency: a missing install gets the same advice
+
         with warnings.catch_warnings():  # its advice is for HookedTransformer; CentredInput is ours
             warnings.filterwarnings("ignore", message=".*non-empty model_from_pretrained_kwargs")
             sae = sae_lens.SAE.from_pretrained(release, sae_id, device=str(device))
