@@ -8,13 +8,15 @@ Every SAE here shares the same parameters and the same two halves:
 
 Shapes follow SAELens: ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``,
 ``b_dec [d_in]``, so a row of ``W_dec`` is one feature's direction in activation space.
-The architectures differ only in the activation and in the sparsity loss:
+The architectures differ in the activation, in the encoder (Gated adds a magnitude path)
+and in their extra losses (a sparsity penalty, AuxK, Gated's auxiliary reconstruction):
 
 * ``ReLUSAE``: ReLU; L1 penalty on z weighted by each decoder row's norm; decoder free.
 * ``TopKSAE``: keep the k largest per input; no penalty (k fixes L0); AuxK gives dead
   latents a gradient; unit-norm decoder rows.
-* ``BatchTopKSAE``: keep the k x batch largest in the batch; a single learned threshold
-  at inference; AuxK; unit-norm rows.
+* ``BatchTopKSAE``: keep the k x batch largest in the batch; at inference a single
+  threshold estimated during training (an average of the smallest kept activation); AuxK;
+  unit-norm rows.
 * ``JumpReLUSAE``: ``z = pre * (pre > threshold)`` with a learned threshold per latent;
   L0 penalty trained through a straight-through estimator; unit-norm rows.
 * ``GatedSAE``: a gate decides which latents fire, a magnitude path how much; L1 on the
@@ -55,7 +57,9 @@ class SAEConfig:
     d_sae: int
     k: int = 32  # TopK: active latents per input; BatchTopK: per input on average
     sparsity_coeff: float = 1.0  # ReLU, Gated: L1 coefficient; JumpReLU: L0 coefficient
-    aux_coeff: float = 1 / 32  # TopK, BatchTopK: weight of AuxK (0 turns it off); Gao et al.
+    # TopK, BatchTopK: weight of AuxK (0 turns it off). Gao et al.'s value, but their losses
+    # are normalised and ours are not, so this AuxK is weaker (see TopKSAE).
+    aux_coeff: float = 1 / 32
     k_aux: int | None = None  # latents AuxK may use; None means d_in // 2 (Gao et al.)
     bandwidth: float = (
         0.1  # JumpReLU: width of the straight-through kernel (inputs with E||x||^2 = d_in)
@@ -224,6 +228,12 @@ class TopKSAE(SAE):
     k sets L0 directly, so there is no sparsity loss. AuxK (Gao et al. 2024) lets the
     ``k_aux`` largest *dead* latents reconstruct what the live ones missed: a gradient meant
     to pull dead latents back into use.
+
+    Our AuxK is weaker than Gao et al.'s. Their code divides the reconstruction loss by
+    the data's variance and the AuxK loss by the variance of the residual it reconstructs;
+    here both are plain squared errors, and AuxK is also scaled by ``min(n_dead / k_aux, 1)``.
+    With the same ``aux_coeff`` (1/32), AuxK's weight relative to the reconstruction loss is
+    therefore smaller by a factor of about Var(x) / Var(residual), roughly 1 / FVU.
     """
 
     architecture = "topk"
