@@ -376,7 +376,8 @@ def sweep(
     ``control_fns`` name (steered along ``direction``); one entry per
     ``control_directions`` name (``target_fn`` steered along that direction, rescaled to
     the norm of ``direction``); ``kl``, the mean KL(unsteered || steered) on
-    ``side_effect_tokens`` ``[batch, pos]`` (None without them); and ``generations``,
+    ``side_effect_tokens`` ``[batch, pos]``, steered along ``direction`` only, not the
+    control directions (None without them); and ``generations``,
     the steered greedy completions of ``generation_prompts``. ``progress`` shows a bar over
     the alphas.
     """

@@ -152,8 +152,8 @@ def check_rank_correlation(rank_correlation: Callable) -> None:
             Mistake(
                 "a Pearson correlation of the values",
                 _pearson,
-                "Rank each list first, then correlate the ranks: a curve that rises but "
-                "saturates should still score 1.",
+                "Rank each list first, then correlate the ranks: a curve that rises steadily "
+                "but flattens should still score 1.",
             ),
             Mistake(
                 "ranks that break ties",
