@@ -329,8 +329,9 @@ def probe_scores(
 ) -> list[dict[str, float | str]]:
     """For each concept, a logistic-regression probe of ``x`` trained *with* the labels.
 
-    A thresholded SAE latent reading ``x`` is a linear classifier of ``x``, and so is a
-    basis direction. A probe fitted to the labels is the best such classifier supervision
+    A thresholded ReLU SAE latent reading ``x`` is a linear classifier of ``x`` (a TopK
+    latent nearly so: it must also be among its token's top ``k``), and so is a basis
+    direction. A probe fitted to the labels is the best linear classifier supervision
     finds, so its held-out F1 says how much of a concept one direction of ``x`` carries on
     that text at all: a reference for the unsupervised units, not a strict bound (it fits
     the selection split, not the test one). The probe is ``fit_probe``'s on the selection
