@@ -2,7 +2,8 @@
 
 Replace every MLP by its transcoder (``labhelpers.transcoder``) and hold three things at
 their values on this prompt: the attention patterns, the LayerNorm scales, and which
-latents are active and how strongly. What is left is *linear*: every active latent's
+latents are active (not how strongly: an active latent passes a change in its
+pre-activation on linearly). What is left is *linear*: every active latent's
 pre-activation, and the logit difference we want to explain, is a sum of contributions
 from the token embeddings, from earlier latents (through the residual stream and
 attention's value and output maps), from each transcoder's error (what it failed to

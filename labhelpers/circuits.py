@@ -555,7 +555,9 @@ def edge_attributions(
     ``saes`` holds exactly two SAEs, upstream first. ``downstream`` lists downstream node
     indices (``ERROR`` for the error node). The weight of ``u -> d`` is Marks et al.'s
     ``grad_d(metric) . (d d / d u) . (u - u_patched)`` summed over batch and positions: the
-    part of u's effect on the metric that flows through d. One backward per downstream node.
+    part of u's effect on the metric that flows through d, to first order (gradients at the
+    clean point, as in ``attribution_patching``, not along a path as in
+    ``integrated_gradients``). One backward per downstream node.
     When nothing bypasses the downstream hook (two residual-stream hooks), a row sum over
     every downstream node gives back u's node attribution.
     """
@@ -828,7 +830,9 @@ def greedy_circuit(
     matters only beside another ranks low. A search measures it instead. At each step,
     for every candidate not yet chosen, the metric is computed with ``keep``, the nodes
     chosen so far and that candidate kept and every other node patched (as in
-    ``faithfulness``), and the candidate whose circuit comes closest to the full model wins.
+    ``faithfulness``), and the candidate whose circuit is most faithful wins: the one that
+    moves the metric furthest from the empty circuit towards the full model, so an
+    overshoot past the full model beats a circuit that stops just short of it.
     ``keep`` (e.g. the error nodes) is always kept and never returned.
 
     Costs ``n * len(candidates)`` forward passes, so candidates usually come from a
