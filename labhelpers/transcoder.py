@@ -8,18 +8,20 @@ why a latent fired is still hidden inside the MLP's neurons. A transcoder (Dunef
     y_hat = z @ W_dec + b_dec              y: the MLP's output [..., d_model]
 
 so each latent is read from the residual stream by one linear map and writes one fixed
-direction back. Along the residual stream, an earlier latent's effect on a transcoder
+direction back. Along the direct residual path, an earlier latent's effect on a transcoder
 latent's pre-activation is a fixed weight, ``W_dec[i] @ W_enc[:, j]`` after LayerNorm's
-centring and weight, divided by its per-token scale (``direct_weights``): the
-input-independent edges that attribution graphs are built from (Ameisen et al., 2025, use
-cross-layer transcoders that write to every later layer). ``ablation_vs_direct`` measures
-how much of a real ablation's effect those weights predict once attention and LayerNorm
-are free to respond.
+centring and weight (``direct_weights``), divided by the token's LayerNorm scale: the
+edges that attribution graphs are built from, with that scale held fixed (Ameisen et al.,
+2025, use cross-layer transcoders that write to every later layer). ``ablation_vs_direct``
+measures how much of a real ablation's effect those weights predict once attention and
+LayerNorm are free to respond.
 
 Everything else is the TopK SAE's: the same parameters and shapes, AuxK for dead latents,
-unit-norm decoder rows, the same trainer. The one difference is the training example: a
+unit-norm decoder rows, the same trainer. Two things differ. The training example is a
 pair ``(x, y)`` stacked as ``[batch, 2, d_model]`` (see ``activations.harvest`` with two
-hook names), and the loss compares the prediction with ``y`` instead of with ``x``.
+hook names), and the loss compares the prediction with ``y`` instead of with ``x``. And
+``b_dec`` lives in the output space, so the encoder reads ``x`` itself, not ``x - b_dec``
+(``apply_b_dec_to_input=False``).
 """
 
 from __future__ import annotations
