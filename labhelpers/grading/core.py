@@ -83,14 +83,20 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-def first_difference(expected: Any, got: Any, atol: float, rtol: float) -> str | None:
-    """Return why ``got`` differs from ``expected`` (None when they match)."""
+def first_difference(
+    expected: Any, got: Any, atol: float, rtol: float, equal_nan: bool = False
+) -> str | None:
+    """Return why ``got`` differs from ``expected`` (None when they match).
+
+    ``equal_nan``: NaNs in the same places agree. Never for the reference (a NaN is not a
+    right answer), but a known mistake that gives NaN is matched by one.
+    """
     expected, got = to_numpy(expected), to_numpy(got)
     if isinstance(expected, Mapping):
         if not isinstance(got, Mapping) or set(got) != set(expected):
             return f"expected a dict with keys {sorted(expected)}, got {_describe(got)}"
         for key in expected:
-            why = first_difference(expected[key], got[key], atol, rtol)
+            why = first_difference(expected[key], got[key], atol, rtol, equal_nan)
             if why:
                 return f"[{key!r}] {why}"
         return None
@@ -98,7 +104,7 @@ def first_difference(expected: Any, got: Any, atol: float, rtol: float) -> str |
         if not isinstance(got, tuple | list) or len(got) != len(expected):
             return f"expected {_describe(expected)}, got {_describe(got)}"
         for i, (e, g) in enumerate(zip(expected, got)):
-            why = first_difference(e, g, atol, rtol)
+            why = first_difference(e, g, atol, rtol, equal_nan)
             if why:
                 return f"item {i}: {why}"
         return None
@@ -112,7 +118,7 @@ def first_difference(expected: Any, got: Any, atol: float, rtol: float) -> str |
             ok = np.array_equal(expected, got)
         else:
             ok = np.allclose(
-                got.astype(float), expected.astype(float), atol=atol, rtol=rtol, equal_nan=False
+                got.astype(float), expected.astype(float), atol=atol, rtol=rtol, equal_nan=equal_nan
             )
         if not ok:
             if not np.all(np.isfinite(got.astype(float))):
@@ -138,7 +144,9 @@ def _agrees(
 ) -> bool:
     try:
         return (
-            first_difference(fn(*copy.deepcopy(case)), other(*copy.deepcopy(case)), atol, rtol)
+            first_difference(
+                fn(*copy.deepcopy(case)), other(*copy.deepcopy(case)), atol, rtol, equal_nan=True
+            )
             is None
         )
     except Exception:
