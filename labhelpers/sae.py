@@ -283,9 +283,11 @@ class BatchTopKSAE(TopKSAE):
     """TopK over the whole batch: keep the ``k * batch`` largest activations (Bussmann et al.).
 
     Inputs may then use more or fewer than k latents. Because a batch is not available at
-    inference, training also tracks a single threshold (an average of the smallest kept
-    activation); in ``eval()`` mode the SAE is a JumpReLU with that threshold for every
-    latent, and it is saved as one.
+    inference, training also tracks a single threshold: an exponential moving average of
+    the smallest kept activation, bias-corrected as Adam corrects its moments, so that it
+    is a true average from the first batch on rather than one pulled towards its zero
+    start. In ``eval()`` mode the SAE is a JumpReLU with that threshold for every latent,
+    and it is saved as one.
     """
 
     architecture = "batchtopk"
@@ -293,6 +295,7 @@ class BatchTopKSAE(TopKSAE):
     def __init__(self, cfg: SAEConfig) -> None:
         super().__init__(cfg)
         self.register_buffer("threshold", torch.zeros(()))
+        self.register_buffer("threshold_updates", torch.zeros((), dtype=torch.long))
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -304,8 +307,12 @@ class BatchTopKSAE(TopKSAE):
         with torch.no_grad():
             kept = values[values > 0]
             if kept.numel():
+                # EMA e_n = (1-m) e_(n-1) + m x_n from e_0 = 0, divided by 1 - (1-m)^n;
+                # in one update: t_n = t_(n-1) + w (x_n - t_(n-1)), w = m / (1 - (1-m)^n)
+                self.threshold_updates += 1
                 m = self.cfg.threshold_momentum
-                self.threshold.mul_(1 - m).add_(m * kept.min())
+                w = m / (1 - (1 - m) ** int(self.threshold_updates))
+                self.threshold.add_(w * (kept.min() - self.threshold))
         return z
 
     def forward(

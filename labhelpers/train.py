@@ -10,7 +10,7 @@ What a step does, in order:
 4. an Adam step with the scheduled learning rate (linear warm-up, then linear decay to 0
    over the last ``lr_decay_fraction`` of training); renormalise decoder rows;
 5. update "steps since each latent last fired"; latents silent for ``dead_window`` steps
-   are dead; optionally resample them every ``resample_every`` steps.
+   are dead; optionally resample them every ``resample_every`` steps (not during the decay).
 
 A data source is any object with ``next_batch(batch_size) -> [batch, d_in]`` (for a
 transcoder, ``[batch, 2, d_in]``: input and target, see ``SAE.split_batch``),
@@ -53,7 +53,7 @@ from labhelpers import metrics
 from labhelpers.io import save_sae
 from labhelpers.sae import SAE
 
-__all__ = ["DataSource", "TensorSource", "TrainConfig", "Trainer", "train_sae"]
+__all__ = ["DataSource", "TensorSource", "TrainConfig", "Trainer", "resamples_at", "train_sae"]
 
 CHECKPOINT_FILE = "trainer.safetensors"
 SUMMARY_FILE = "trainer.json"
@@ -121,6 +121,14 @@ class TrainConfig:
     progress: bool = True
     checkpoint_dir: str | None = None  # where run() saves the full state (None: nowhere)
     checkpoint_every: int = 0  # save every N steps (0: only when interrupted)
+
+
+def resamples_at(cfg: TrainConfig, step: int) -> bool:
+    """Whether dead latents are resampled once ``step`` steps are done: every
+    ``resample_every`` steps, but none later than one ``dead_window`` before the learning
+    rate starts to decay, so that a revived latent has time to learn at the full rate."""
+    last = cfg.steps * (1 - cfg.lr_decay_fraction) - cfg.dead_window
+    return bool(cfg.resample_every) and step % cfg.resample_every == 0 and 0 < step <= last
 
 
 @contextlib.contextmanager
@@ -204,7 +212,7 @@ class Trainer:
         self.steps_since_fired += 1
         self.steps_since_fired[fired] = 0
         self.step += 1
-        if cfg.resample_every and self.step % cfg.resample_every == 0:
+        if resamples_at(cfg, self.step):
             self.resample_dead(x)
         if self.step % cfg.log_every == 0 or self.step == cfg.steps:
             with torch.no_grad():

@@ -95,6 +95,21 @@ def test_batchtopk_keeps_k_times_batch_in_training_and_uses_threshold_in_eval():
     assert torch.equal(sae.encode(x) != 0, pre > sae.threshold)
 
 
+def test_batchtopk_threshold_is_a_bias_corrected_average_of_the_smallest_kept_value():
+    sae = _sae("batchtopk", threshold_momentum=0.01)
+    with torch.no_grad():
+        sae.b_enc.fill_(5.0)
+    x = _x(64)
+    z = sae.activation(sae.pre_acts(x)).detach()
+    smallest = float(z[z > 0].min())
+    assert float(sae.threshold) == pytest.approx(smallest)  # the first batch sets it
+    for _ in range(9):
+        sae.activation(sae.pre_acts(x))
+    # ten equal values average to that value; an uncorrected EMA from 0 would give 10% of it
+    assert float(sae.threshold) == pytest.approx(smallest, rel=1e-5)
+    assert int(sae.threshold_updates) == 10
+
+
 def test_relu_penalty_is_l1_weighted_by_decoder_norms():
     sae = _sae("relu", sparsity_coeff=0.3)
     x = _x()

@@ -12,7 +12,7 @@ from labhelpers import metrics
 from labhelpers.io import load_sae
 from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
 from labhelpers.synthetic import SyntheticSource, make_synthetic
-from labhelpers.train import TensorSource, TrainConfig, Trainer, train_sae
+from labhelpers.train import TensorSource, TrainConfig, Trainer, resamples_at, train_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -101,6 +101,17 @@ def test_dead_latents_are_tracked_and_resampled():
     assert n_dead >= 6 and trainer.resample_dead(x) == n_dead
     assert not trainer.dead_mask()[:6].any()
     assert (sae.b_enc[:6] == 0).all()
+
+
+def test_resampling_stops_one_dead_window_before_the_learning_rate_decays(monkeypatch):
+    # 40 steps, decay over the last 20% (from step 32), dead_window 5: rounds at 10, 20 only
+    sae, source, cfg = _setup("relu", dead_window=5, resample_every=10)
+    trainer = Trainer(sae, source, cfg)
+    rounds = []
+    monkeypatch.setattr(trainer, "resample_dead", lambda x: rounds.append(trainer.step))
+    trainer.run()
+    assert rounds == [10, 20]
+    assert [s for s in range(41) if resamples_at(cfg, s)] == [10, 20]
 
 
 def test_training_improves_reconstruction_and_history_is_logged():
