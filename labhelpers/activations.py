@@ -161,7 +161,9 @@ def harvest(
 
     The forward pass stops after the hook's layer (``stop_at_layer``), so harvesting layer 2
     of a 12-layer model costs three blocks, not twelve. Position 0 (BOS) is dropped when
-    ``exclude_bos``: its activation norm is an outlier that would dominate the SAE's loss.
+    ``exclude_bos``: the model has seen nothing before it, so its activation is the same
+    vector in every row and says nothing about the text; in GPT-2 its norm is also an
+    outlier (massive activations) that would dominate a squared-error loss.
     A tuple of hook names (a transcoder's MLP input and output) gives each token's
     activations stacked in that order: ``[n_tokens, len(hook_name), d]``.
     """

@@ -1,3 +1,5 @@
+import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -101,3 +103,43 @@ def test_show_prints_the_questions_outside_jupyter(capsys):
 def test_show_decides_by_itself_and_prints_outside_a_kernel(capsys):
     assert quiz.show() is None  # pytest is no kernel: widgets.can_draw() is False
     assert capsys.readouterr().out == quiz.questions_text() + "\n"
+
+
+def _outputs(notebook: str) -> str:
+    """Every text output of a solution notebook, as committed, joined."""
+    cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())["cells"]
+    return "".join(
+        "".join(out.get("text", "")) for cell in cells for out in cell.get("outputs", [])
+    )
+
+
+# (notebook, its output's figure, the explanation's figure): the quiz quotes measured numbers,
+# so each must be the one the notebook printed, in the question that cites that notebook.
+CITED = [
+    ("04_sae_on_gpt2", r"\nfvu\s+(\d+\.\d+)", r"FVU (\d+\.\d+), CE-loss"),
+    ("04_sae_on_gpt2", r"\nrecovered\s+(\d+\.\d+)", r"CE-loss recovered (\d+\.\d+)"),
+    ("04_sae_on_gpt2", r"\nkl\s+(\d+\.\d+)", r"KL to the clean model (\d+\.\d+)"),
+    (
+        "05_interpreting_features",
+        r"feature\s+247: top-20 say 'credential' \((\d+)%\)",
+        r"(\d+)% cred",
+    ),
+    (
+        "05_interpreting_features",
+        r"feature\s+247: .*held-out (\d+\.\d+) of",
+        r"\(precision (\d+\.\d+)\)",
+    ),
+    (
+        "05_interpreting_features",
+        r"feature\s+247: .*\(recall (\d+\.\d+)\)",
+        r"\(recall (\d+\.\d+)\)",
+    ),
+]
+
+
+@pytest.mark.parametrize("notebook, printed, quoted", CITED)
+def test_the_figures_an_explanation_quotes_are_what_its_notebook_printed(notebook, printed, quoted):
+    (why,) = [q.why for q in quiz.QUESTIONS if q.notebook == notebook and re.search(quoted, q.why)]
+    measured = re.search(printed, _outputs(notebook))
+    assert measured, f"{notebook} no longer prints {printed!r}"
+    assert re.search(quoted, why).group(1) == measured.group(1)
