@@ -135,7 +135,7 @@ def forced_refusals(
     ends = torch.stack([tokens[i, s + 1 : s + 1 + len(answer)] for i, s in enumerate(starts)])
     if not torch.equal(ends, answer.expand_as(ends)):
         raise ValueError("the refusal tokenises differently after some prompt")
-    logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks))
+    logits = splice.run_with_hooks(model, tokens, hooks)
     where = starts[:, None] + torch.arange(len(answer))  # [n_prompts, n_answer]
     predicted = logits.argmax(-1).cpu().gather(1, where)
     return (predicted == answer).all(-1)
@@ -144,7 +144,7 @@ def forced_refusals(
 def _metric_with(model: TransformerBridge, tokens: torch.Tensor, metric: Metric, hooks) -> float:
     """The metric (a float) with ``hooks`` ([(hook_name, fn), ...]; empty: the clean model)."""
     with torch.no_grad():
-        logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks))
+        logits = splice.run_with_hooks(model, tokens, hooks)
     return float(metric(logits))
 
 
@@ -249,9 +249,7 @@ def ablation_effects(
 
         hook = splice.sae_hook(sae, edit=edit, keep_error=True)
         with torch.no_grad():
-            logits = model.run_with_hooks(
-                tokens.repeat(len(chunk), 1).to(model.cfg.device), fwd_hooks=[(hook_name, hook)]
-            )
+            logits = splice.run_with_hooks(model, tokens.repeat(len(chunk), 1), [(hook_name, hook)])
         effects += [clean - float(metric(part)) for part in logits.split(n)]
         bar.update(len(chunk))
     bar.close()
@@ -310,7 +308,7 @@ def _spliced_forward(
         )
     ]
     with torch.enable_grad():
-        logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+        logits = splice.run_with_hooks(model, tokens, hooks)
     return logits, records
 
 
@@ -408,7 +406,7 @@ def integrated_gradients(
             replace = _interpolating_hook(sae, patch, (k + 0.5) / steps, record)
             hooks = splice.replacing_hooks(name, sae, replace)
             with torch.enable_grad():
-                logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=hooks)
+                logits = splice.run_with_hooks(model, tokens, hooks)
                 g_z, g_err = torch.autograd.grad(metric(logits), [record["z"], record["error"]])
             sum_z, sum_err = sum_z + g_z, sum_err + g_err
         features = (sum_z / steps * record["delta_z"]).flatten(0, -2).sum(0)
@@ -460,7 +458,7 @@ def ablation_hook(
 ) -> splice.Hook:
     """A forward hook that splices ``sae`` in with its error term and ``features`` ablated.
 
-    Use it as ``model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)])`` or inside
+    Use it as ``splice.run_with_hooks(model, tokens, [(hook_name, hook)])`` or inside
     ``with model.hooks(fwd_hooks=...)``; with no features it leaves the model unchanged.
     """
     return splice.sae_hook(sae, edit=ablate_features(sae, features, mode, means), keep_error=True)

@@ -425,7 +425,7 @@ def ce_loss_recovered(
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
         clean = model(batch)
-        spliced = model.run_with_hooks(batch, fwd_hooks=spliced_hooks)
+        spliced = splice.run_with_hooks(model, batch, spliced_hooks)
         zeroed = splice.logits_with(model, batch, out_hook, splice.zero_hook)
         totals["clean"] += float(splice.next_token_loss(clean, batch))
         totals["sae"] += float(splice.next_token_loss(spliced, batch))

@@ -14,10 +14,12 @@ Position 0 (BOS) is passed through untouched: the SAEs in this course never trai
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
+
+from labhelpers import models
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -131,15 +133,30 @@ def zero_hook(act: torch.Tensor, hook: object = None) -> torch.Tensor:
     return out
 
 
+def run_with_hooks(
+    model: TransformerBridge, tokens: torch.Tensor, hooks: Sequence[tuple[str, Hook]]
+) -> torch.Tensor:
+    """``model.run_with_hooks``, except that a hook name the model lacks is an error.
+
+    The bridge skips hooks whose name it does not know, so a misspelt name would return
+    the clean logits and every ablation or steering effect would read as zero. Every
+    hooked pass in ``labhelpers`` goes through here. Returns ``[batch, pos, d_vocab]``.
+    """
+    known = model.hook_dict
+    for name, _ in hooks:
+        if name not in known:
+            models.check_hook_name(model, name)  # raises, naming the close matches
+    return model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=list(hooks))
+
+
 @torch.no_grad()
 def logits_with(
     model: TransformerBridge, tokens: torch.Tensor, hook_name: str, hook: Hook | None
 ) -> torch.Tensor:
     """``[batch, pos, d_vocab]`` logits with ``hook`` at ``hook_name`` (None: the clean model)."""
-    tokens = tokens.to(model.cfg.device)
     if hook is None:
-        return model(tokens)
-    return model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)])
+        return model(tokens.to(model.cfg.device))
+    return run_with_hooks(model, tokens, [(hook_name, hook)])
 
 
 def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -297,7 +297,7 @@ def steering_effects(
     effects = []
     for direction in directions:
         hook = steering_hook(direction, alpha, positions)
-        effects.append(float(metric(model.run_with_hooks(tokens, fwd_hooks=[(hook_name, hook)]))))
+        effects.append(float(metric(splice.run_with_hooks(model, tokens, [(hook_name, hook)]))))
     return torch.tensor(effects) - clean
 
 
@@ -329,7 +329,7 @@ def steering_gradient(
         return out
 
     with torch.enable_grad():  # notebooks steer under no_grad; this one pass needs a graph
-        logits = model.run_with_hooks(tokens.to(model.cfg.device), fwd_hooks=[(hook_name, hook)])
+        logits = splice.run_with_hooks(model, tokens, [(hook_name, hook)])
         (gradient,) = torch.autograd.grad(metric(logits), added[0])
     return gradient.detach()
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from labhelpers import splice
+from labhelpers import circuits, metrics, splice, steering
 from labhelpers.sae import SAEConfig, TopKSAE
 from labhelpers.transcoder import Transcoder
 
@@ -99,3 +99,31 @@ def test_replacing_hooks_hand_the_replacement_the_right_tensors(tiny_model, rand
         torch.testing.assert_close(logits, clean)
         torch.testing.assert_close(seen["x"], cache[reads][:, 1:])
         torch.testing.assert_close(seen["y"], cache[name][:, 1:])
+
+
+def _mean_logit(logits):
+    return logits.mean()
+
+
+TYPO = HOOK + "e"
+HOOKED_PASSES = {
+    "run_with_hooks": lambda m, t, sae: splice.run_with_hooks(m, t, [(TYPO, splice.zero_hook)]),
+    "logits_with": lambda m, t, sae: splice.logits_with(m, t, TYPO, splice.zero_hook),
+    "ablation_effects": lambda m, t, sae: circuits.ablation_effects(
+        m, sae, TYPO, t, _mean_logit, [0], progress=False
+    ),
+    "steering_effects": lambda m, t, sae: steering.steering_effects(
+        m, TYPO, torch.ones(1, m.cfg.d_model), 1.0, t, _mean_logit
+    ),
+    "ce_loss_recovered": lambda m, t, sae: metrics.ce_loss_recovered(m, sae, TYPO, t),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOOKED_PASSES))
+def test_a_misspelt_hook_name_raises_instead_of_reading_as_no_effect(tiny_model, setup, name):
+    tokens, sae = setup
+    # the bridge itself skips an unknown name and returns the clean logits
+    skipped = tiny_model.run_with_hooks(tokens, fwd_hooks=[(TYPO, splice.zero_hook)])
+    assert torch.equal(skipped, tiny_model(tokens))
+    with pytest.raises(KeyError, match=f"Did you mean one of: {HOOK}"):
+        HOOKED_PASSES[name](tiny_model, tokens, sae)
