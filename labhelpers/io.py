@@ -25,7 +25,9 @@ from the bridge's activations (see :class:`CentredInput`).
 from __future__ import annotations
 
 import json
+import math
 import warnings
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +188,15 @@ def _read_cfg(path: Path) -> dict[str, Any]:
 def _our_name_and_config(cfg: dict[str, Any]) -> tuple[str, SAEConfig]:
     ours = (cfg.get("metadata") or {}).get("labhelpers")
     if ours:
+        for key in ("architecture", "config"):
+            if key not in ours:
+                raise SAEFormatError(f"missing required field 'metadata.labhelpers.{key}'")
         name, fields = ours["architecture"], dict(ours["config"])
+        if name not in _architectures():
+            raise SAEFormatError(
+                f"field 'metadata.labhelpers.architecture' is {name!r}; "
+                f"supported: {sorted(_architectures())}"
+            )
     else:  # an SAE written by SAELens itself
         by_saelens = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
         if cfg["architecture"] not in by_saelens:
@@ -200,12 +210,33 @@ def _our_name_and_config(cfg: dict[str, Any]) -> tuple[str, SAEConfig]:
             if cfg.get("rescale_acts_by_decoder_norm", False):
                 raise SAEFormatError("field 'rescale_acts_by_decoder_norm' must be false")
             fields["k"] = int(cfg["k"])
+    # Unknown keys come from a newer labhelpers. Dropped with a warning rather than refused:
+    # what the weights compute is fixed by the architecture (checked above) and the sizes
+    # and k (read below); the other fields are training settings such as sparsity_coeff.
+    unknown = sorted(set(fields) - {field.name for field in dataclass_fields(SAEConfig)})
+    if unknown:
+        warnings.warn(
+            f"ignoring 'metadata.labhelpers.config' fields this version does not know: "
+            f"{unknown} (the SAE was saved by a newer labhelpers?)",
+            stacklevel=3,
+        )
+        fields = {key: value for key, value in fields.items() if key not in unknown}
     fields.update(
         d_in=int(cfg["d_in"]),
         d_sae=int(cfg["d_sae"]),
         apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
     )
     return name, SAEConfig(**fields)
+
+
+def _settled_updates(momentum: float) -> int:
+    """How many EMA updates make the bias correction ``1 - (1 - m)^n`` exactly 1 in float64.
+
+    ``(1 - m)^n <= 2^-54``, half the spacing of floats just below 1, rounds away.
+    """
+    if not 0 < momentum < 1:
+        return 0  # m = 1 leaves no bias to correct; m = 0 no average (and log1p(0) = 0)
+    return math.ceil(54 * math.log(2) / -math.log1p(-momentum))
 
 
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
@@ -247,6 +278,9 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
             if not torch.all(threshold == threshold[0]):
                 raise SAEFormatError("tensor 'threshold' of a batchtopk SAE must be one value")
             sae.threshold.copy_(threshold[0])
+            # A saved threshold is a settled average, not a first estimate: with 0 updates
+            # counted, the next training batch would replace it instead of nudging it by m.
+            sae.threshold_updates.fill_(_settled_updates(sae.cfg.threshold_momentum))
         elif name == "gated":
             sae.r_mag.copy_(tensors["r_mag"])
             sae.b_mag.copy_(tensors["b_mag"])
@@ -254,7 +288,7 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
 
 
 class CentredInput(torch.nn.Module):
-    """An SAE that subtracts each input vector's mean over ``d_in`` before encoding.
+    """An SAE that subtracts each input vector's mean over ``d_in`` before reading it.
 
     HookedTransformer's default processing (``center_writing_weights``) makes every vector
     written to the residual stream mean-zero over ``d_model``, so SAEs trained on it never
@@ -262,29 +296,64 @@ class CentredInput(torch.nn.Module):
     Layer norm subtracts the same mean before anything reads the stream, so the model's
     computation is identical in both: centring the input is all an SAE needs. ``decode``
     returns the centred reconstruction; spliced in, the mean goes to the error term.
+
+    It stands in for the SAE wherever labhelpers uses one (metrics, features, splice,
+    circuits, steering, widgets): the members below are the whole interface those use,
+    written out rather than forwarded by ``__getattr__`` so that nothing reads the input
+    uncentred by accident. To train or save the SAE, use ``.sae`` on centred activations.
     """
 
     def __init__(self, sae: torch.nn.Module):
         super().__init__()
         self.sae = sae
-        self.cfg = sae.cfg
+
+    @staticmethod
+    def centre(x: torch.Tensor) -> torch.Tensor:  # [..., d_in], each vector's mean removed
+        return x - x.mean(dim=-1, keepdim=True)
+
+    # --- the wrapped SAE's sizes, name and weights, unchanged -------------------------------
+    @property
+    def cfg(self) -> Any:
+        return self.sae.cfg
+
+    @property
+    def architecture(self) -> str:
+        # Ours is a class attribute; SAELens's is a method of the config.
+        return getattr(self.sae, "architecture", None) or self.sae.cfg.architecture()
 
     @property
     def W_enc(self) -> torch.Tensor:  # [d_in, d_sae]
         return self.sae.W_enc
 
     @property
+    def b_enc(self) -> torch.Tensor:  # [d_sae]
+        return self.sae.b_enc
+
+    @property
     def W_dec(self) -> torch.Tensor:  # [d_sae, d_in]
         return self.sae.W_dec
 
+    @property
+    def b_dec(self) -> torch.Tensor:  # [d_in]
+        return self.sae.b_dec
+
+    # --- everything that reads an input centres it first ------------------------------------
+    def split_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target): the target is the centred input, the part the SAE reconstructs."""
+        return batch, self.centre(batch)
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_sae]
+        return self.sae.pre_acts(self.centre(x))
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_in] -> [..., d_sae]
-        return self.sae.encode(x - x.mean(dim=-1, keepdim=True))
+        return self.sae.encode(self.centre(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:  # [..., d_sae] -> [..., d_in]
         return self.sae.decode(z)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        """The wrapped SAE's own output (an ``SAEOutput`` for ours) on the centred input."""
+        return self.sae(self.centre(x), **kwargs)
 
 
 def trained_on_centred_stream(sae: Any) -> bool:

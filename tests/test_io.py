@@ -8,10 +8,10 @@ import sae_lens
 import torch
 from safetensors.torch import load_file, save_file
 
-from labhelpers import metrics
+from labhelpers import activations, circuits, features, metrics, splice, steering, widgets
 from labhelpers.env import DATA_DIR
 from labhelpers.io import CentredInput, SAEFormatError, load_pretrained_sae, load_sae, save_sae
-from labhelpers.sae import ARCHITECTURES, SAEConfig, make_sae
+from labhelpers.sae import ARCHITECTURES, SAEConfig, SAEOutput, make_sae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,6 +43,8 @@ def test_round_trip(name, tmp_path):
     loaded = load_sae(tmp_path / name)
     assert type(loaded) is type(sae) and loaded.cfg == sae.cfg
     for key, value in sae.state_dict().items():
+        if key == "threshold_updates":  # a loaded threshold counts as settled (tested below)
+            continue
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=1e-6, atol=1e-7)
     x = _x()
     torch.testing.assert_close(loaded.encode(x), sae.encode(x))
@@ -92,6 +94,55 @@ def test_missing_config_field_names_it(key, tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     with pytest.raises(SAEFormatError, match=f"missing required field '{key}'"):
         load_sae(tmp_path)
+
+
+def _edit_our_metadata(path, **changes) -> None:
+    """Rewrite ``metadata["labhelpers"]`` in a saved ``cfg.json``."""
+    cfg = json.loads((path / "cfg.json").read_text())
+    cfg["metadata"]["labhelpers"].update(changes)
+    (path / "cfg.json").write_text(json.dumps(cfg))
+
+
+def test_an_unknown_architecture_is_named(tmp_path):
+    save_sae(_trained_looking("topk"), tmp_path)
+    _edit_our_metadata(tmp_path, architecture="matryoshka")
+    with pytest.raises(SAEFormatError, match=r"labhelpers\.architecture' is 'matryoshka'"):
+        load_sae(tmp_path)
+
+
+def test_a_missing_labhelpers_config_is_named(tmp_path):
+    save_sae(_trained_looking("topk"), tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    del cfg["metadata"]["labhelpers"]["config"]
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    with pytest.raises(SAEFormatError, match=r"field 'metadata\.labhelpers\.config'"):
+        load_sae(tmp_path)
+
+
+def test_unknown_config_fields_from_a_newer_version_are_dropped_with_a_warning(tmp_path):
+    sae = _trained_looking("topk")
+    save_sae(sae, tmp_path)
+    config = {**sae.cfg.to_dict(), "matryoshka_sizes": [4, 8], "new_coeff": 0.5}
+    _edit_our_metadata(tmp_path, config=config)
+    with pytest.warns(UserWarning, match=r"\['matryoshka_sizes', 'new_coeff'\]"):
+        loaded = load_sae(tmp_path)
+    assert loaded.cfg == sae.cfg
+    torch.testing.assert_close(loaded.encode(_x()), sae.encode(_x()))
+
+
+def test_a_loaded_batchtopk_threshold_is_a_settled_average(tmp_path):
+    """Training on from a loaded threshold nudges it by the EMA's momentum, never replaces it."""
+    save_sae(_trained_looking("batchtopk"), tmp_path)  # threshold 0.3
+    sae = load_sae(tmp_path)
+    m = sae.cfg.threshold_momentum
+    assert 1 - (1 - m) ** int(sae.threshold_updates) == 1.0  # the bias correction is gone
+    before = float(sae.threshold)
+    sae.train()
+    with torch.no_grad():
+        z = sae(_x()).z
+    batch_value = float(z[z > 0].min())  # what this batch alone says: its smallest kept act
+    assert abs(batch_value - before) > 0.1  # so that replacing the threshold would show
+    assert float(sae.threshold) == pytest.approx(before + m * (batch_value - before), rel=1e-5)
 
 
 # --- SAELens itself loads our files and computes the same thing --------------------------
@@ -203,7 +254,7 @@ def test_a_public_sae_trained_on_a_centred_stream_centres_its_input(monkeypatch)
     monkeypatch.setattr(sae_lens.SAE, "from_pretrained", lambda *a, **k: public)
     sae = load_pretrained_sae("gpt2-small-res-jb", "blocks.8.hook_resid_pre")
     assert isinstance(sae, CentredInput) and sae.W_dec is public.W_dec
-    assert sae.cfg.d_sae == D_SAE
+    assert sae.cfg.d_sae == D_SAE and sae.architecture == "standard"
     x, shift = _x(), 3.0 * torch.ones(D_IN)
     with torch.no_grad():
         torch.testing.assert_close(sae.encode(x), public.encode(x - x.mean(-1, keepdim=True)))
@@ -211,6 +262,9 @@ def test_a_public_sae_trained_on_a_centred_stream_centres_its_input(monkeypatch)
         torch.testing.assert_close(sae.encode(x + shift), sae.encode(x))
         assert not torch.allclose(public.encode(x + shift), public.encode(x))
         torch.testing.assert_close(sae(x), public.decode(sae.encode(x)))
+        centred = x - x.mean(-1, keepdim=True)
+        fvu = metrics.fvu(centred, public(centred))
+    assert metrics.evaluate(sae, x)["fvu"] == pytest.approx(fvu)
 
 
 def test_a_public_sae_trained_on_the_raw_stream_is_returned_as_it_is(monkeypatch):
@@ -241,3 +295,74 @@ def test_a_centred_sae_spliced_with_its_error_leaves_the_model_unchanged(tiny_mo
     torch.testing.assert_close(kept, clean, atol=1e-4, rtol=1e-4)
     bare = splice.logits_with(tiny_model, tokens, hook, splice.sae_hook(sae))
     assert not torch.allclose(bare, clean, atol=1e-3)
+
+
+# --- CentredInput stands in for the SAE everywhere the library uses one -------------------
+
+
+def _off_centre(n: int = 64) -> torch.Tensor:
+    """Inputs whose vectors have large, varying means over d_in, as GPT-2's stream has."""
+    gen = torch.Generator().manual_seed(1)
+    return _x(n) + 3.0 * torch.randn(n, 1, generator=gen)
+
+
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_centred_input_is_the_sae_on_centred_inputs(name):
+    sae = _trained_looking(name)
+    wrapped, x = CentredInput(sae), _off_centre()
+    assert wrapped.cfg is sae.cfg and wrapped.architecture == sae.architecture
+    for key in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert getattr(wrapped, key) is getattr(sae, key)
+    assert list(wrapped.parameters()) == list(sae.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(wrapped.pre_acts(x), sae.pre_acts(_centred(x)))
+        torch.testing.assert_close(wrapped.encode(x), sae.encode(_centred(x)))
+        out = wrapped(x)
+        assert isinstance(out, SAEOutput)
+        torch.testing.assert_close(out, sae(_centred(x)))
+    inputs, targets = wrapped.split_batch(x)
+    assert inputs is x
+    torch.testing.assert_close(targets, _centred(x))
+    results = metrics.evaluate(wrapped, x, true_directions=sae.W_dec[:5])
+    assert results == pytest.approx(metrics.evaluate(sae, _centred(x), sae.W_dec[:5]))
+    assert results != pytest.approx(metrics.evaluate(sae, x, sae.W_dec[:5]))  # centring matters
+    baseline = _off_centre(32) + 1.0
+    torch.testing.assert_close(
+        steering.contrast_features(wrapped, x, baseline),
+        steering.contrast_features(sae, _centred(x), _centred(baseline)),
+    )
+    assert features.decoder_neighbours(wrapped, 0) == features.decoder_neighbours(sae, 0)
+    # splice's hook replaces positions 1 onwards with the reconstruction, latents edited
+    acts = x.reshape(4, 16, D_IN)
+    edit = circuits.ablate_features(wrapped, [0, 1, 2])
+    spliced = splice.sae_hook(wrapped, edit)(acts)[:, 1:]
+    torch.testing.assert_close(spliced, splice.sae_hook(sae, edit)(_centred(acts))[:, 1:])
+
+
+def test_centred_input_in_the_model_facing_entry_points(tiny_model, random_tokens):
+    """features, widgets and circuits harvest the stream themselves: the expected latents
+    here are the bare SAE's on the same activations, centred by hand."""
+    hook = "blocks.1.hook_resid_pre"
+    sae = load_sae(DATA_DIR / "tiny_sae" / hook)
+    wrapped, tokens, chosen = CentredInput(sae), random_tokens(3, 12, seed=4), [0, 5, 7]
+    (acts,) = activations.harvest(tiny_model, hook, [tokens], exclude_bos=False)
+    with torch.no_grad():
+        expected = sae.encode(_centred(acts)).reshape(*tokens.shape, -1)
+        assert not torch.allclose(expected, sae.encode(acts).reshape(expected.shape), atol=1e-3)
+    expected[:, 0] = 0.0  # BOS, as latent_acts sets it
+
+    got = features.latent_acts(tiny_model, wrapped, hook, tokens)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert features.top_examples(got[..., 5], k=3) == features.top_examples(expected[..., 5], k=3)
+    assert features.logit_effects(tiny_model, wrapped, 5) == features.logit_effects(
+        tiny_model, sae, 5
+    )
+    data = widgets.feature_data(tiny_model, wrapped, hook, tokens, chosen)
+    torch.testing.assert_close(data.acts, expected[..., chosen], atol=1e-5, rtol=1e-5)
+    assert "<" in widgets.feature_card_html(data, 5)  # decoder neighbours read W_dec
+    means = circuits.feature_means(tiny_model, wrapped, hook, tokens)
+    torch.testing.assert_close(means, expected[:, 1:].mean((0, 1)), atol=1e-5, rtol=1e-5)
