@@ -156,6 +156,7 @@ def harvest(
     hook_name: str | tuple[str, ...],
     token_batches: Iterable[torch.Tensor],
     exclude_bos: bool = True,
+    autocast: bool = True,
 ) -> Iterator[torch.Tensor]:
     """Yield the activations at ``hook_name`` for each token batch, as ``[n_tokens, d]`` float32.
 
@@ -166,6 +167,8 @@ def harvest(
     outlier (massive activations) that would dominate a squared-error loss.
     A tuple of hook names (a transcoder's MLP input and output) gives each token's
     activations stacked in that order: ``[n_tokens, len(hook_name), d]``.
+    ``autocast=False`` runs the model in float32 on a GPU too: for reading latents that must
+    match what splicing and ablation (float32) see; bf16 can change which latents TopK keeps.
     """
     names = (hook_name,) if isinstance(hook_name, str) else tuple(hook_name)
     layers = [check_hook(model, name) for name in names]
@@ -173,7 +176,7 @@ def harvest(
     stop = last + 1 if last is not None and last + 1 < model.cfg.n_layers else None
     device = str(model.cfg.device)
     for tokens in token_batches:
-        with _autocast(device):
+        with _autocast(device) if autocast else contextlib.nullcontext():
             _, cache = model.run_with_cache(
                 tokens.to(device), names_filter=list(names), stop_at_layer=stop
             )

@@ -222,11 +222,10 @@ def build_graph(
             logits, mlp_in = _replay(model, tokens, transcoders, frozen, leaves, len(rows))
             picked = target_values(logits, mlp_in)[torch.arange(len(rows)), rows]
             keys = list(leaves)
-            grads = torch.autograd.grad(picked.sum(), [leaves[k] for k in keys], allow_unused=True)
-        part = {
-            k: torch.zeros_like(leaves[k]) if g is None else (g * leaves[k]).detach().cpu()
-            for k, g in zip(keys, grads)
-        }
+            # Every leaf reaches the logit, which is among the targets ``picked`` is read from,
+            # so each gets a gradient (zero where no picked target depends on it), never None.
+            grads = torch.autograd.grad(picked.sum(), [leaves[k] for k in keys])
+        part = {k: (g * leaves[k]).detach().cpu() for k, g in zip(keys, grads)}
         t = targets[rows][:, None]
         adjacency[t, torch.arange(n_pos)] = (part["embed"] + part["pos"]).sum(-1)
         for layer in range(n_layers):

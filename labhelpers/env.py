@@ -104,7 +104,11 @@ def profile() -> Profile:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so that a run repeats exactly."""
+    """Seed Python's ``random``, NumPy and torch (CPU and CUDA), so random draws repeat.
+
+    It also sets ``PYTHONHASHSEED``, which only subprocesses started afterwards read: this
+    interpreter's string hashing (and so set order) was fixed when it started.
+    """
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)

@@ -52,7 +52,9 @@ def latent_acts(
     """SAE latents at ``hook_name`` for token rows ``tokens: [n_rows, context]``.
 
     Returns ``[n_rows, context, len(features)]`` (all ``d_sae`` latents when ``features`` is
-    None). Position 0 (BOS) is set to 0: the SAE never trained on it.
+    None). Position 0 (BOS) is set to 0: the SAE never trained on it. The model runs in
+    float32, as in splicing and ablation, so "where it fires" and "what ablating it does"
+    see the same latents (bf16 autocast can change which ones TopK keeps).
     """
     from labhelpers.activations import harvest
 
@@ -60,7 +62,7 @@ def latent_acts(
     chunks = []
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size]
-        (acts,) = harvest(model, hook_name, [batch], exclude_bos=False)  # [batch * context, d]
+        (acts,) = harvest(model, hook_name, [batch], exclude_bos=False, autocast=False)
         z = sae.encode(acts.to(device)).reshape(*batch.shape, -1)
         if features is not None:
             z = z[..., list(features)]
@@ -167,14 +169,18 @@ def logit_effects(
 ) -> dict[str, list[tuple[str, float]]]:
     """Tokens whose logits the feature's decoder direction raises and lowers most.
 
-    ``W_dec[feature] @ W_U``: the direct path to the unembedding, ignoring later layers and
-    the final LayerNorm's scale. A quick hint at what the feature writes, not a measurement
-    of its total effect (steering and ablation measure that).
+    The direct path to the unembedding: the final LayerNorm centres the direction and
+    multiplies it by its weight, then ``W_U`` maps it to logits. Left out are later layers
+    and LayerNorm's scale sigma, which depends on the token (the effect is per unit of
+    ``1 / sigma``). A quick hint at what the feature writes, not a measurement of its total
+    effect (steering and ablation measure that).
     """
     W_U = model.W_U.float().cpu()  # [d_model, d_vocab]
+    ln_weight = model.ln_final.w.float().cpu()  # the bridge is not folded: apply it here
     direction = sae.W_dec[feature].float().cpu()
-    effect = direction @ W_U
-    effect = effect - effect.mean()
+    # LayerNorm's bias adds b @ W_U at every token whether or not the feature fires: not its effect.
+    effect = ((direction - direction.mean()) * ln_weight) @ W_U
+    effect = effect - effect.mean()  # softmax ignores a shift shared by every token
 
     def named(values: torch.Tensor, indices: torch.Tensor) -> list[tuple[str, float]]:
         return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, indices)]

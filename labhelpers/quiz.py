@@ -87,9 +87,10 @@ QUESTIONS: tuple[Question, ...] = (
         0,
         "L1 trades reconstruction for sparsity and also pulls the magnitudes of active "
         "latents toward zero (shrinkage). Growing the decoder does not dodge it: the course's "
-        "ReLU SAE weights each latent's penalty by its decoder row's norm. TopK, JumpReLU "
-        "and Gated SAEs decide which latents fire apart from how strongly they fire, which "
-        "removes most of the shrinkage.",
+        "ReLU SAE weights each latent's penalty by its decoder row's norm. JumpReLU and "
+        "Gated SAEs decide which latents fire apart from how strongly they fire. TopK picks "
+        "latents by the same pre-activation it outputs; it avoids shrinkage because no loss "
+        "penalises magnitudes: k alone sets the sparsity (Gao et al., 2024).",
         "03_torch_sae",
     ),
     Question(

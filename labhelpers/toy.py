@@ -256,7 +256,8 @@ def geometry_angles(W: Tensor, min_norm: float = 0.5) -> list[np.ndarray]:
 
     Features with norm below ``min_norm`` are skipped; the rest are sorted by their polar
     angle, and the gaps between neighbours (wrapping round) are returned, one array per
-    instance. Five features evenly spread give five gaps of 72°.
+    instance. Five features evenly spread give five gaps of 72°; a lone feature, one gap of
+    360°; none, an empty array.
     W: [n_instances, 2, n_features].
     """
     W = W.detach()
@@ -264,7 +265,7 @@ def geometry_angles(W: Tensor, min_norm: float = 0.5) -> list[np.ndarray]:
     for Wi in W:
         keep = Wi.norm(dim=0) >= min_norm
         theta = np.sort(np.degrees(np.arctan2(Wi[1, keep].numpy(), Wi[0, keep].numpy())))
-        gaps.append(np.diff(np.append(theta, theta[:1] + 360.0)) if len(theta) > 1 else theta)
+        gaps.append(np.diff(np.append(theta, theta[:1] + 360.0)))
     return gaps
 
 

@@ -2,7 +2,8 @@
 
 An SAE on ``hook_mlp_out`` explains the MLP's *output* as a sparse sum of directions, but
 why a latent fired is still hidden inside the MLP's neurons. A transcoder (Dunefsky et al.,
-2024) replaces the MLP itself: a sparse, wide layer trained to imitate it,
+2024) replaces the MLP itself: a sparse, wide layer trained to imitate it. Theirs are ReLU
+SAEs with an L1 penalty; this course's are TopK, like its other SAEs:
 
     z     = TopK(x @ W_enc + b_enc)        x: the MLP's input  [..., d_model]
     y_hat = z @ W_dec + b_dec              y: the MLP's output [..., d_model]

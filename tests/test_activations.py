@@ -95,6 +95,29 @@ def test_harvest_stops_after_the_hooks_layer(tiny_model, token_batch):
     assert calls[:2] == [1, 1] and sum(calls[2:]) == 0, calls
 
 
+def bf16_on_cpu(entered: list[str]):
+    """An ``_autocast`` stand-in that records each use and runs bf16 on CPU, as on a GPU."""
+
+    def helper(device: str):
+        entered.append(device)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    return helper
+
+
+def test_harvest_autocasts_unless_told_not_to(tiny_model, token_batch, monkeypatch):
+    entered: list[str] = []
+    monkeypatch.setattr(A, "_autocast", bf16_on_cpu(entered))
+    hook = "blocks.2.hook_resid_pre"
+    (fp32,) = A.harvest(tiny_model, hook, [token_batch], autocast=False)
+    assert entered == []
+    (bf16,) = A.harvest(tiny_model, hook, [token_batch])
+    assert entered == ["cpu"]
+    _, cache = tiny_model.run_with_cache(token_batch, names_filter=[hook])
+    torch.testing.assert_close(fp32, cache[hook][:, 1:].reshape(fp32.shape))
+    assert not torch.allclose(bf16, fp32, atol=1e-4)  # the default did run in bf16
+
+
 def test_bos_position_is_dropped_and_carries_no_information(tiny_model, token_batch):
     (kept,) = A.harvest(tiny_model, "blocks.2.hook_resid_pre", [token_batch], exclude_bos=True)
     (full,) = A.harvest(tiny_model, "blocks.2.hook_resid_pre", [token_batch], exclude_bos=False)

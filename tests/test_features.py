@@ -117,3 +117,45 @@ def test_firing_rates_match_the_full_tensor(tiny_model):
     rates = F.firing_rates(tiny_model, sae, "blocks.1.hook_resid_pre", tokens, batch_size=2)
     torch.testing.assert_close(rates, (z > 0).float().mean((0, 1)))
     assert abs(float(rates.sum()) - 3.0) < 1e-5  # TopK: exactly k latents per token
+
+
+def test_logit_effects_match_the_model_with_the_final_scale_held(tiny_model):
+    from labhelpers import splice
+
+    torch.manual_seed(0)
+    sae = TopKSAE(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=8, k=2))
+    # A large mean component: the old W_dec[f] @ W_U, with no centring and no LayerNorm
+    # weight, gets the ranking wrong here (and every value off by about 1.8x on this model).
+    direction = torch.randn(tiny_model.cfg.d_model) + 3.0
+    with torch.no_grad():
+        sae.W_dec[5] = direction
+    tokens = tiny_model.to_tokens("reset my password now")
+    clean, cache = tiny_model.run_with_cache(tokens)
+
+    def add(act, hook=None):
+        act = act.clone()
+        act[:, -1] += direction
+        return act
+
+    hold = splice.hold_hooks(cache, ["ln_final.hook_scale"])
+    moved = tiny_model.run_with_hooks(tokens, fwd_hooks=[("ln_final.hook_in", add), *hold])
+    real = (moved - clean)[0, -1] * cache["ln_final.hook_scale"][0, -1]  # per unit of 1 / sigma
+    real -= real.mean()
+    effects = F.logit_effects(tiny_model, sae, 5, k=5)
+    promoted = real.topk(5)
+    assert [t for t, _ in effects["promoted"]] == F.token_strings(tiny_model, promoted.indices)
+    torch.testing.assert_close(torch.tensor([v for _, v in effects["promoted"]]), promoted.values)
+    suppressed = (-real).topk(5)
+    assert [t for t, _ in effects["suppressed"]] == F.token_strings(tiny_model, suppressed.indices)
+
+
+def test_latent_acts_read_the_model_in_float32(tiny_model, monkeypatch):
+    from labhelpers import activations
+
+    def no_autocast(device: str):
+        raise AssertionError("latent_acts must not autocast: splicing and ablation run in fp32")
+
+    monkeypatch.setattr(activations, "_autocast", no_autocast)
+    sae = TopKSAE(SAEConfig(d_in=tiny_model.cfg.d_model, d_sae=16, k=2))
+    tokens = tiny_model.to_tokens("reset my password now")
+    assert F.latent_acts(tiny_model, sae, "blocks.1.hook_resid_pre", tokens).shape[-1] == 16

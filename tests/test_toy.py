@@ -143,6 +143,8 @@ def test_geometry_angles():
     W = torch.tensor([[[1.0, 0.0, 0.1], [0.0, 1.0, 0.0]]])  # a weak third feature is skipped
     (gaps,) = toy.geometry_angles(W)
     assert sorted(gaps.round(4).tolist()) == [90.0, 270.0]
+    lone, none = toy.geometry_angles(torch.tensor([[[0.0, 0.1], [1.0, 0.0]], [[0.1, 0.0]] * 2]))
+    assert lone.tolist() == [360.0] and none.shape == (0,)  # the gap wraps round to itself
 
 
 def test_neuron_responses_and_features():
