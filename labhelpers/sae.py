@@ -28,6 +28,7 @@ loss terms, so a training loop is the same for all five.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -72,6 +73,10 @@ class SAEConfig:
     apply_b_dec_to_input: bool = True
     seed: int = 0  # initial weights come from this seed, not from the global RNG
 
+    def __post_init__(self) -> None:
+        if self.d_in < 1 or self.d_sae < 1:
+            raise ValueError(f"d_in and d_sae must be positive, got {self.d_in} and {self.d_sae}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -88,8 +93,10 @@ class SAEOutput(NamedTuple):
 class SAE(nn.Module):
     """The shared part: parameters, encode/decode, the loss and decoder-norm handling.
 
-    Subclasses set ``architecture`` (the SAELens name) and implement ``activation`` and,
-    when they have one, ``sparsity_loss``.
+    Subclasses set ``architecture`` (the name ``labhelpers.io`` saves them under, SAELens's
+    where it has one) and implement ``activation`` and, when they have one,
+    ``sparsity_loss``; those with per-latent parameters of their own restart them in
+    ``reset_latents_``.
     """
 
     architecture = "base"
@@ -123,7 +130,7 @@ class SAE(nn.Module):
         return x @ self.W_enc + self.b_enc
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define activation(pre)")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., d_in] -> latents z: [..., d_sae]."""
@@ -204,6 +211,11 @@ class SAE(nn.Module):
         """Architecture tensors beyond W_enc, b_enc, W_dec, b_dec, for saving."""
         return {}
 
+    @torch.no_grad()
+    def reset_latents_(self, latents: torch.Tensor) -> None:
+        """Restart the per-latent parameters beyond W_enc, W_dec and b_enc (which resampling
+        sets) at their initial values; ``latents: [d_sae]`` bool. Nothing to do here."""
+
 
 class ReLUSAE(SAE):
     """The original SAE: ReLU latents, L1 penalty weighted by decoder row norms.
@@ -238,6 +250,11 @@ class TopKSAE(SAE):
 
     architecture = "topk"
 
+    def __init__(self, cfg: SAEConfig) -> None:
+        if not 1 <= cfg.k <= cfg.d_sae:
+            raise ValueError(f"k must be between 1 and d_sae={cfg.d_sae}, got k={cfg.k}")
+        super().__init__(cfg)
+
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter_(-1, indices, F.relu(values))
@@ -249,9 +266,13 @@ class TopKSAE(SAE):
         values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
         values = F.relu(values)
         z = torch.zeros_like(pre).scatter_(-1, indices, values)
-        # Sparse decode: only k rows of W_dec per input, gathered and summed by embedding_bag;
+        # Sparse decode: only k rows of W_dec per input, gathered and summed by embedding_bag
+        # (which takes 2-D input, so any positions axis is flattened in and out again);
         # far cheaper than the dense z @ W_dec when d_sae is large.
-        x_hat = F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")
+        k = self.cfg.k
+        x_hat = F.embedding_bag(
+            indices.reshape(-1, k), self.W_dec, per_sample_weights=values.reshape(-1, k), mode="sum"
+        ).reshape(*x.shape[:-1], -1)
         return self._output(x, x_hat + self.b_dec, pre, z, dead_mask, sparsity_scale)
 
     def aux_loss(
@@ -373,6 +394,13 @@ class JumpReLUSAE(SAE):
     architecture = "jumprelu"
 
     def __init__(self, cfg: SAEConfig) -> None:
+        # At threshold 0 (log -inf) the threshold's gradient, threshold * dL/dthreshold,
+        # is 0 for good: the SAE would silently train as a plain ReLU.
+        if cfg.threshold_init <= 0 or cfg.bandwidth <= 0:
+            raise ValueError(
+                f"threshold_init and bandwidth must be positive, got {cfg.threshold_init} "
+                f"and {cfg.bandwidth}"
+            )
         super().__init__(cfg)
         self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), float(cfg.threshold_init)).log())
 
@@ -389,6 +417,12 @@ class JumpReLUSAE(SAE):
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         return {"threshold": self.threshold.detach().clone()}
+
+    @torch.no_grad()
+    def reset_latents_(self, latents: torch.Tensor) -> None:
+        # A latent often dies because the L0 penalty raised its threshold: left there, a
+        # resampled latent's small pre-activations never cross it, and it gets no gradient.
+        self.log_threshold[latents] = math.log(self.cfg.threshold_init)
 
 
 class GatedSAE(SAE):
@@ -415,7 +449,14 @@ class GatedSAE(SAE):
         return pre_gate, pre_mag
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """The gate's pre-activations: they decide which latents fire."""
         return self._gate_and_magnitude(x)[0]
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(
+            "a Gated SAE's latents need the magnitude path too, which the gate's "
+            "pre-activations do not carry: use encode(x) instead of activation(pre_acts(x))"
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         pre_gate, pre_mag = self._gate_and_magnitude(x)
@@ -438,6 +479,11 @@ class GatedSAE(SAE):
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         return {"r_mag": self.r_mag.detach().clone(), "b_mag": self.b_mag.detach().clone()}
+
+    @torch.no_grad()
+    def reset_latents_(self, latents: torch.Tensor) -> None:
+        self.r_mag[latents] = 0.0
+        self.b_mag[latents] = 0.0
 
 
 ARCHITECTURES: dict[str, type[SAE]] = {

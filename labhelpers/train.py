@@ -201,6 +201,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(step)
         out = sae(x, dead_mask=self.dead_mask(), sparsity_scale=self.sparsity_scale_at(step))
+        loss = float(out.loss.detach())
+        if not math.isfinite(loss):  # checked before the step, so the weights stay finite
+            raise FloatingPointError(self._non_finite_message(x, loss))
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         sae.remove_parallel_grads_()
@@ -225,8 +228,6 @@ class Trainer:
                     dead_fraction=float(self.dead_mask().float().mean()),
                     lr=self.lr_at(step),
                 )
-            if not math.isfinite(row["loss"]):
-                raise FloatingPointError(self._non_finite_message(x, row["loss"]))
             for name, value in row.items():
                 self.history[name].append(value)
             return row
@@ -238,20 +239,25 @@ class Trainer:
                 "This batch of inputs holds NaN or inf: check the activations with torch.isfinite."
             )
         else:
+            clip = " or set grad_clip" if not self.cfg.grad_clip else ""
             cause = (
-                "This batch of inputs is finite, so an earlier one was not or training diverged: "
-                f"check the activations, or try a lower lr (now {self.cfg.lr}) or set grad_clip."
+                "This batch of inputs is finite, so the weights are at fault: training diverged. "
+                f"Try a lower lr (now {self.cfg.lr}){clip}."
             )
         return f"The loss is {loss} at step {self.step}. {cause} Saved checkpoints predate it."
 
     @torch.no_grad()
     def resample_dead(self, x: torch.Tensor) -> int:
-        """Point dead latents at inputs the SAE reconstructs badly (Anthropic, 2023).
+        """Point dead latents at inputs the SAE reconstructs badly: a variant of Anthropic's
+        (2023) resampling.
 
-        Inputs are drawn with probability proportional to their squared loss; a dead
-        latent's decoder row becomes that input's normalised residual and its encoder
-        column the same direction (a transcoder's: that input's own direction), scaled to
-        0.2 x the mean live encoder norm. Adam's moments for those latents restart at zero.
+        Inputs are drawn with probability proportional to their squared loss. Anthropic set
+        a dead latent's decoder row to the drawn input itself; here it is that input's
+        normalised residual, the part the SAE misses. The encoder column takes the same
+        direction (a transcoder's: the input's own direction), scaled to 0.2 x the mean
+        live encoder norm, and the encoder bias 0. An architecture's own per-latent
+        parameters restart at their initial values (``SAE.reset_latents_``: a JumpReLU
+        threshold, Gated's magnitude path), and Adam's moments for all of them at zero.
         Returns how many were resampled.
         """
         sae, dead = self.sae, self.dead_mask()
@@ -259,7 +265,10 @@ class Trainer:
         if n_dead == 0 or n_dead == len(dead):
             return 0
         inputs, targets = sae.split_batch(x)
-        x_hat = sae(x).x_hat
+        # In eval mode, so that this extra pass does not count in BatchTopK's threshold average.
+        was_training = sae.training
+        x_hat = sae.eval()(x).x_hat
+        sae.train(was_training)
         loss = (targets - x_hat).pow(2).sum(-1)
         # The RNG lives on the CPU so that its state is the same on every device.
         weights = (loss.pow(2) + 1e-12).cpu()
@@ -272,13 +281,14 @@ class Trainer:
         sae.W_dec[dead] = directions * dec_norm
         sae.W_enc[:, dead] = read.T * 0.2 * enc_norm
         sae.b_enc[dead] = 0.0
+        sae.reset_latents_(dead)
         for name, param in sae.named_parameters():
             state = self.optimizer.state.get(param, {})
             for moment in ("exp_avg", "exp_avg_sq"):
-                if moment in state:
+                if moment in state and name != "b_dec":  # every other parameter is per latent
                     if name == "W_enc":
                         state[moment][:, dead] = 0.0
-                    elif name in ("W_dec", "b_enc"):
+                    else:
                         state[moment][dead] = 0.0
         self.steps_since_fired[dead] = 0
         return n_dead

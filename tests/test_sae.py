@@ -40,6 +40,55 @@ def test_shapes(name):
     assert sae.encode(_x()).shape == (32, D_SAE)
 
 
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_forward_takes_a_positions_axis_like_a_flat_batch(name):
+    sae = _sae(name).eval()  # BatchTopK's training pass would pool over the batch's shape
+    x = _x(24).reshape(2, 12, D_IN)
+    out, flat = sae(x), sae(x.flatten(0, 1))
+    assert out.x_hat.shape == (2, 12, D_IN) and out.z.shape == (2, 12, D_SAE)
+    torch.testing.assert_close(out.x_hat.flatten(0, 1), flat.x_hat)
+    torch.testing.assert_close(out.loss, flat.loss)
+
+
+@pytest.mark.parametrize(
+    ("name", "kw", "match"),
+    [
+        ("topk", dict(k=0), "k must be between 1 and d_sae=40"),
+        ("batchtopk", dict(k=D_SAE + 1), "k must be between 1 and d_sae=40"),
+        ("jumprelu", dict(threshold_init=0.0), "threshold_init and bandwidth must be positive"),
+        ("jumprelu", dict(bandwidth=-1.0), "threshold_init and bandwidth must be positive"),
+    ],
+)
+def test_settings_an_architecture_cannot_train_with_are_refused(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        make_sae(name, SAEConfig(d_in=D_IN, d_sae=D_SAE, **{"k": K, **kw}))
+    with pytest.raises(ValueError, match="must be positive"):
+        SAEConfig(d_in=0, d_sae=D_SAE)
+
+
+def test_a_gated_sae_says_to_encode_instead_of_activation():
+    sae = _sae("gated")
+    with pytest.raises(NotImplementedError, match="use encode"):
+        sae.activation(sae.pre_acts(_x()))
+
+
+@pytest.mark.parametrize(
+    ("name", "params"), [("jumprelu", ["threshold"]), ("gated", ["r_mag", "b_mag"])]
+)
+def test_reset_latents_restores_only_the_chosen_latents_initial_values(name, params):
+    fresh, sae = _sae(name), _sae(name)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.add_(0.5)
+    chosen = torch.zeros(D_SAE, dtype=torch.bool)
+    chosen[[3, 7]] = True
+    sae.reset_latents_(chosen)
+    for param in params:
+        new, old = getattr(sae, param), getattr(fresh, param)
+        torch.testing.assert_close(new[chosen], old[chosen])
+        assert not torch.allclose(new[~chosen], old[~chosen])
+
+
 def test_activations_of_the_wrong_width_are_refused():
     sae = _sae("topk")
     with pytest.raises(ValueError, match=f"d_in={D_IN}, got shape \\(5, 7\\)"):
@@ -203,6 +252,6 @@ def test_initial_weights_depend_only_on_the_seed():
 def test_make_sae_names_and_unknown():
     assert isinstance(make_sae("gated", SAEConfig(4, 8)), GatedSAE)
     assert isinstance(make_sae("jumprelu", SAEConfig(4, 8)), JumpReLUSAE)
-    assert isinstance(make_sae("batchtopk", SAEConfig(4, 8)), BatchTopKSAE)
+    assert isinstance(make_sae("batchtopk", SAEConfig(4, 8, k=2)), BatchTopKSAE)
     with pytest.raises(ValueError, match="unknown architecture"):
         make_sae("vanilla", SAEConfig(4, 8))

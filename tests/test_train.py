@@ -103,6 +103,32 @@ def test_dead_latents_are_tracked_and_resampled():
     assert (sae.b_enc[:6] == 0).all()
 
 
+def test_resampling_restarts_a_jumprelu_threshold_so_the_latent_can_fire_again():
+    sae, source, cfg = _setup("jumprelu", dead_window=5)
+    trainer = Trainer(sae, source, cfg)
+    with torch.no_grad():
+        sae.log_threshold[:6] = torch.tensor(5.0).log()  # raised by the L0 penalty, say
+    trainer.run(until=10)
+    x = source.next_batch(32) * trainer.input_scale
+    assert (sae.encode(x)[:, :6] == 0).all() and trainer.resample_dead(x) >= 6
+    start = torch.full((6,), sae.cfg.threshold_init)
+    torch.testing.assert_close(sae.threshold[:6].detach(), start)
+    assert (sae.encode(x)[:, :6] > 0).any(), "the resampled latents still cannot fire"
+
+
+def test_resampling_does_not_count_in_the_batchtopk_threshold():
+    sae, source, cfg = _setup("batchtopk", dead_window=5)
+    trainer = Trainer(sae, source, cfg)
+    with torch.no_grad():
+        sae.b_enc[:6] = -100.0
+    trainer.run(until=10)
+    sae.train()  # as during a run
+    threshold, updates = sae.threshold.clone(), int(sae.threshold_updates)
+    assert trainer.resample_dead(source.next_batch(32) * trainer.input_scale) >= 6
+    assert torch.equal(sae.threshold, threshold) and int(sae.threshold_updates) == updates
+    assert sae.training  # the pass in eval mode did not leave it there
+
+
 def test_resampling_stops_one_dead_window_before_the_learning_rate_decays(monkeypatch):
     # 40 steps, decay over the last 20% (from step 32), dead_window 5: rounds at 10, 20 only
     sae, source, cfg = _setup("relu", dead_window=5, resample_every=10)
@@ -228,25 +254,45 @@ class _NaNAt:
         return getattr(self.source, name)
 
 
-def test_a_nan_batch_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_a_nan_batch_stops_training_before_the_step_and_keeps_the_last_checkpoint(tmp_path):
     sae, source, cfg = _setup("topk")
     cfg.checkpoint_dir, cfg.checkpoint_every = str(tmp_path / "ckpt"), 2
-    with pytest.raises(FloatingPointError, match="Not saving step 4"):
-        Trainer(sae, _NaNAt(source, 3), cfg).run()  # weights go NaN at step 3
+    trainer = Trainer(sae, _NaNAt(source, 3), cfg)
+    with pytest.raises(FloatingPointError, match="The loss is nan at step 2"):
+        trainer.run()  # the third batch is NaN
+    assert all(torch.isfinite(p).all() for p in sae.parameters())  # stopped before its step
     resumed = Trainer(*_setup("topk")[:2], cfg)
     resumed.load_checkpoint(tmp_path / "ckpt")
     assert resumed.step == 2
-    assert all(torch.isfinite(p).all() for p in resumed.sae.parameters())
 
 
-@pytest.mark.parametrize(
-    ("bad_batch", "cause"),
-    [(5, "This batch of inputs holds NaN"), (3, "This batch of inputs is finite, so an earlier")],
-)
-def test_a_nan_loss_names_its_likely_cause(bad_batch, cause):
-    sae, source, cfg = _setup("topk")  # logs every 5 steps, where the loss is checked
-    with pytest.raises(FloatingPointError, match=f"The loss is nan at step 5. {cause}"):
-        Trainer(sae, _NaNAt(source, bad_batch), cfg).run()
+def test_weights_that_are_not_finite_are_never_saved(tmp_path):
+    sae, source, cfg = _setup("topk")
+    trainer = Trainer(sae, source, cfg)
+    trainer.run(until=2)
+    trainer.save_checkpoint(tmp_path)
+    trainer.run(until=4)
+    with torch.no_grad():
+        sae.W_dec[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="Not saving step 4"):
+        trainer.save_checkpoint(tmp_path)
+    resumed = Trainer(*_setup("topk")[:2], cfg)
+    resumed.load_checkpoint(tmp_path)
+    assert resumed.step == 2
+
+
+def test_a_nan_loss_names_its_likely_cause():
+    sae, source, cfg = _setup("topk")
+    with pytest.raises(FloatingPointError, match=r"at step 4\. This batch of inputs holds NaN"):
+        Trainer(sae, _NaNAt(source, 5), cfg).run()
+    sae, source, cfg = _setup("topk")
+    cfg.grad_clip = None
+    trainer = Trainer(sae, source, cfg)
+    trainer.run(until=3)
+    with torch.no_grad():
+        sae.W_enc[0, 0] = float("inf")  # what a diverged step leaves behind
+    with pytest.raises(FloatingPointError, match=r"finite, so the weights .* or set grad_clip"):
+        trainer.run()
 
 
 def test_nan_in_the_activations_is_caught_before_training():
