@@ -34,6 +34,7 @@ __all__ = [
     "explained_variance",
     "f1_matrix",
     "feature_density",
+    "fit_probe",
     "fvu",
     "fvu_around_zero_legacy",
     "ground_truth_alignment",
@@ -106,7 +107,9 @@ def dense_fraction(density: torch.Tensor, threshold: float = 0.1) -> float:
     return float((density > threshold).float().mean())
 
 
-def density_histogram(density: torch.Tensor, bins: int = 40, low: float = -6.0):
+def density_histogram(
+    density: torch.Tensor, bins: int = 40, low: float = -6.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Histogram of ``log10(density)`` for the latents that fired; returns (counts, edges)."""
     alive = density[density > 0]
     return torch.histogram(alive.log10().clamp(min=low).float(), bins=bins, range=(low, 0.0))

@@ -158,11 +158,7 @@ def refusal_rate(
     max_new_tokens: int = models.REFUSAL_MAX_NEW_TOKENS,
 ) -> float:
     """Share of ``prompts`` (``corpus.ChatPrompt``) whose greedy completion ``is_refusal`` flags."""
-    rates = models.refusal_rates(model, prompts, is_refusal, max_new_tokens)
-    counts: dict[str, int] = {}
-    for chat in prompts:
-        counts[chat.kind] = counts.get(chat.kind, 0) + 1
-    return sum(rates[kind] * n for kind, n in counts.items()) / len(prompts)
+    return sum(models.refusals(model, prompts, is_refusal, max_new_tokens)) / len(prompts)
 
 
 @torch.no_grad()

@@ -90,6 +90,10 @@ def concept_scores(
 ) -> dict[int, dict[str, float]]:
     """F1 of "the feature fires" as a detector of each concept, for each feature.
 
+    A quick read for the browser: the given features, at threshold 0, on the text passed
+    in. ``metrics.concept_scores`` is the test: each concept's best unit and threshold,
+    chosen on one split and scored on held-out text.
+
     acts: [n_rows, context, n_features]; labels: [n_rows, context, n_concepts] bool, e.g.
     ``corpus.token_labels`` packed like the tokens. ``concepts`` names the label columns
     (``corpus.CONCEPTS`` by default).

@@ -204,7 +204,10 @@ def test_feature_data_builds_from_the_reading_tools(monkeypatch):
         return data.acts
 
     vocab = types.SimpleNamespace(decode=lambda ids: VOCAB[ids[0]])
-    model = types.SimpleNamespace(W_U=torch.randn(16, len(VOCAB)), tokenizer=vocab)
+    ln_final = types.SimpleNamespace(w=torch.ones(16))
+    model = types.SimpleNamespace(
+        W_U=torch.randn(16, len(VOCAB)), ln_final=ln_final, tokenizer=vocab
+    )
     monkeypatch.setattr(W.F, "latent_acts", fake_latent_acts)
     built = W.feature_data(model, data.sae, "blocks.0.hook_resid_post", data.tokens, FEATURES)
     assert calls["latent"] == ("blocks.0.hook_resid_post", FEATURES)
