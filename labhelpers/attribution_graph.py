@@ -160,7 +160,7 @@ def _replay(model, tokens, transcoders, frozen, leaves, n_rows):
             (f"blocks.{layer}.hook_mlp_out", mlp_out(layer)),
         ]
     rows = tokens[None].expand(n_rows, -1).to(model.cfg.device)
-    return model.run_with_hooks(rows, fwd_hooks=hooks), mlp_in
+    return splice.run_with_hooks(model, rows, hooks), mlp_in
 
 
 @torch.no_grad()
@@ -279,7 +279,7 @@ def ablation_check(
             return out
 
         hooks = splice.replacing_hooks(f"blocks.{node.layer}.hook_mlp_out", tc, remove)
-        real.append(clean - margin(model.run_with_hooks(tokens, fwd_hooks=[*hold, *hooks])))
+        real.append(clean - margin(splice.run_with_hooks(model, tokens, [*hold, *hooks])))
     return graph.total_effects()[list(node_ids)], torch.tensor(real)
 
 

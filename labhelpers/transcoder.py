@@ -140,7 +140,7 @@ def ablation_vs_direct(
     real, predicted = [], []
     for i in latents:
         ablate = (sae_hook, circuits.ablation_hook(sae, [i]))
-        model.run_with_hooks(tokens, fwd_hooks=[ablate, *hold, (in_hook, record)])
+        splice.run_with_hooks(model, tokens, [ablate, *hold, (in_hook, record)])
         change = pre_clean - transcoder.pre_acts(seen["x"])
         where = (z_up[..., i] > 0)[..., None] & active
         real.append(change[where])
