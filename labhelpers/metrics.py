@@ -414,7 +414,8 @@ def ce_loss_recovered(
 
     ``recovered = (L_zero - L_sae) / (L_zero - L_clean)``: 1 when splicing in the SAE costs
     nothing, 0 when it is as bad as zeroing the activation. Also returns the three losses
-    and ``kl``, the mean KL(clean || spliced) of the next-token distributions.
+    and ``kl``, the mean KL(clean || spliced) of the next-token distributions (over every
+    position, BOS's included, where it is 0).
     tokens: [n_rows, context], each row starting with BOS (which the splice leaves alone).
     For a transcoder, ``hook_name`` is the pair (MLP input, MLP output): the transcoder
     replaces the MLP's output, and the zero baseline zeroes that output.
@@ -424,18 +425,18 @@ def ce_loss_recovered(
     else:
         out_hook, spliced_hooks = hook_name[1], splice.transcoder_hooks(sae, *hook_name)
     totals = {"clean": 0.0, "sae": 0.0, "zero": 0.0, "kl": 0.0}
-    n_batches = 0
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size].to(model.cfg.device)
         clean = model(batch)
         spliced = splice.run_with_hooks(model, batch, spliced_hooks)
         zeroed = splice.logits_with(model, batch, out_hook, splice.zero_hook)
-        totals["clean"] += float(splice.next_token_loss(clean, batch))
-        totals["sae"] += float(splice.next_token_loss(spliced, batch))
-        totals["zero"] += float(splice.next_token_loss(zeroed, batch))
-        totals["kl"] += float(splice.kl_divergence(clean, spliced))
-        n_batches += 1
-    result = {f"loss_{k}" if k != "kl" else k: v / n_batches for k, v in totals.items()}
+        # each batch's means weighted by its rows, so a short last batch counts for less
+        rows = len(batch)
+        totals["clean"] += rows * float(splice.next_token_loss(clean, batch))
+        totals["sae"] += rows * float(splice.next_token_loss(spliced, batch))
+        totals["zero"] += rows * float(splice.next_token_loss(zeroed, batch))
+        totals["kl"] += rows * float(splice.kl_divergence(clean, spliced))
+    result = {f"loss_{k}" if k != "kl" else k: v / len(tokens) for k, v in totals.items()}
     result["recovered"] = (result["loss_zero"] - result["loss_sae"]) / (
         result["loss_zero"] - result["loss_clean"]
     )
