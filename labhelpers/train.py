@@ -57,6 +57,11 @@ __all__ = ["DataSource", "TensorSource", "TrainConfig", "Trainer", "resamples_at
 
 CHECKPOINT_FILE = "trainer.safetensors"
 SUMMARY_FILE = "trainer.json"
+# TrainConfig fields a resumed run may change: they decide what is shown, and where and
+# when the state is saved, never what a step computes. Every other field changes the
+# remaining steps (``steps`` sets the schedules and the resampling rounds) or belongs to
+# another run (a seed), so a difference there means the wrong folder or the wrong settings.
+_MAY_DIFFER_ON_RESUME = frozenset({"progress", "log_every", "checkpoint_dir", "checkpoint_every"})
 
 
 class DataSource(Protocol):
@@ -385,11 +390,24 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore the state written by :meth:`save_checkpoint` into this trainer."""
+        """Restore the state written by :meth:`save_checkpoint` into this trainer.
+
+        Refuses, naming the fields, a checkpoint written with another architecture, SAE
+        config or training config (apart from ``_MAY_DIFFER_ON_RESUME``).
+        """
         scalars, tensors = _read_checkpoint(Path(path))
         if scalars["architecture"] != type(self.sae).__name__:
             raise ValueError(
                 f"checkpoint is for a {scalars['architecture']}, not a {type(self.sae).__name__}"
+            )
+        differing = _differences("SAEConfig", scalars["sae_config"], self.sae.cfg.to_dict())
+        differing += _differences(
+            "TrainConfig", scalars["train_config"], asdict(self.cfg), _MAY_DIFFER_ON_RESUME
+        )
+        if differing:
+            raise ValueError(
+                f"the checkpoint in {path} was written by a run with other settings: "
+                f"{'; '.join(differing)}. Build the SAE and the TrainConfig as that run did."
             )
         self.sae.load_state_dict(
             {k.removeprefix("sae."): v for k, v in tensors.items() if k.startswith("sae.")}
@@ -409,6 +427,18 @@ class Trainer:
         self.target_scale = scalars.get("target_scale", self.input_scale)  # older checkpoints
         self.source.load_state_dict(scalars["source"])
         self.history = defaultdict(list, scalars["history"])
+
+
+def _differences(
+    label: str, saved: dict[str, Any], ours: dict[str, Any], allowed: frozenset[str] = frozenset()
+) -> list[str]:
+    """One line per config field whose saved value (from JSON) is not ours, except ``allowed``."""
+    ours = json.loads(json.dumps(ours))  # as the checkpoint holds it: a tuple becomes a list
+    return [
+        f"{label}.{name} (checkpoint {saved.get(name)!r}, this trainer {ours.get(name)!r})"
+        for name in sorted((saved.keys() | ours.keys()) - allowed)
+        if saved.get(name) != ours.get(name)
+    ]
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
