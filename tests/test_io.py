@@ -130,6 +130,94 @@ def test_unknown_config_fields_from_a_newer_version_are_dropped_with_a_warning(t
     torch.testing.assert_close(loaded.encode(_x()), sae.encode(_x()))
 
 
+def _edit_cfg(path, as_saelens_wrote_it: bool = False, **changes) -> None:
+    """Rewrite fields of a saved ``cfg.json`` (a value of None deletes the field).
+
+    ``as_saelens_wrote_it`` drops ``metadata["labhelpers"]``, so that the loader reads the
+    SAELens fields (architecture, k, ...) as it does for an SAE SAELens wrote.
+    """
+    cfg = json.loads((path / "cfg.json").read_text())
+    if as_saelens_wrote_it:
+        del cfg["metadata"]["labhelpers"]
+    for key, value in changes.items():
+        if value is None:
+            del cfg[key]
+        else:
+            cfg[key] = value
+    (path / "cfg.json").write_text(json.dumps(cfg))
+
+
+def _two_thresholds(path) -> None:
+    tensors = load_file(str(path / "sae_weights.safetensors"))
+    tensors["threshold"][5] += 0.1
+    save_file(tensors, str(path / "sae_weights.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "message"),
+    [
+        (
+            "relu",
+            lambda p: _edit_cfg(p, normalize_activations="expected_average_only_in"),
+            r"cfg\.json: field 'normalize_activations' is 'expected_average_only_in'; only 'none'",
+        ),
+        ("batchtopk", _two_thresholds, r"'threshold' of a batchtopk SAE must be one value"),
+        (
+            "topk",
+            lambda p: _edit_cfg(p, as_saelens_wrote_it=True, rescale_acts_by_decoder_norm=True),
+            r"field 'rescale_acts_by_decoder_norm' must be false",
+        ),
+        (
+            "relu",
+            lambda p: _edit_cfg(p, as_saelens_wrote_it=True, architecture="matryoshka_batchtopk"),
+            r"field 'architecture' is 'matryoshka_batchtopk'; supported: \['gated', 'jumprelu'",
+        ),
+        (
+            "topk",
+            lambda p: _edit_cfg(p, as_saelens_wrote_it=True, k=None),
+            r"missing required field 'k' for a topk SAE",
+        ),
+        ("relu", lambda p: (p / "cfg.json").unlink(), r"no cfg\.json in"),
+        (
+            "relu",
+            lambda p: (p / "sae_weights.safetensors").unlink(),
+            r"no sae_weights\.safetensors in",
+        ),
+    ],
+    ids=[
+        "normalize_activations",
+        "batchtopk_threshold",
+        "rescale_acts_by_decoder_norm",
+        "saelens_architecture",
+        "topk_without_k",
+        "no_cfg",
+        "no_weights",
+    ],
+)
+def test_a_file_we_cannot_read_faithfully_is_refused_with_its_reason(name, edit, message, tmp_path):
+    save_sae(_trained_looking(name), tmp_path)
+    load_sae(tmp_path)  # as saved, it loads: the edit alone is refused
+    edit(tmp_path)
+    with pytest.raises(SAEFormatError, match=message):
+        load_sae(tmp_path)
+
+
+@pytest.mark.parametrize("as_saelens_wrote_it", [False, True], ids=["ours", "saelens"])
+def test_round_trip_without_b_dec_applied_to_the_input(as_saelens_wrote_it, tmp_path):
+    sae = make_sae("relu", SAEConfig(d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=False, seed=2))
+    with torch.no_grad():
+        sae.b_enc.fill_(0.05)
+        sae.b_dec.copy_(torch.linspace(-1.0, 1.0, D_IN))  # subtracting it would change z
+    save_sae(sae.eval(), tmp_path)
+    if as_saelens_wrote_it:  # then only the top-level field says so
+        _edit_cfg(tmp_path, as_saelens_wrote_it=True)
+    loaded = load_sae(tmp_path)
+    assert loaded.cfg.apply_b_dec_to_input is False
+    x = _x()
+    torch.testing.assert_close(loaded.encode(x), sae.encode(x))
+    assert not torch.allclose(sae.encode(x), sae.encode(x - sae.b_dec))
+
+
 def test_a_loaded_batchtopk_threshold_is_a_settled_average(tmp_path):
     """Training on from a loaded threshold nudges it by the EMA's momentum, never replaces it."""
     save_sae(_trained_looking("batchtopk"), tmp_path)  # threshold 0.3
