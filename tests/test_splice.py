@@ -1,5 +1,7 @@
 """Splicing an SAE into the tiny model: identities that must hold exactly."""
 
+import math
+
 import pytest
 import torch
 
@@ -34,22 +36,43 @@ def test_the_bare_reconstruction_changes_the_output_but_not_bos(tiny_model, setu
     assert splice.kl_divergence(clean, clean).abs() < 1e-6
 
 
-def test_an_edit_changes_only_through_the_edited_latents(tiny_model, setup):
-    _, sae = setup
-    seen = {}
+def test_an_edit_changes_only_through_the_edited_latents(tiny_model):
+    d_model = tiny_model.cfg.d_model
+    sae = TopKSAE(SAEConfig(d_in=d_model, d_sae=4 * d_model, k=8, seed=1))
+    with torch.no_grad():
+        sae.b_dec.normal_(generator=torch.Generator().manual_seed(0))  # a b_dec that matters
+    assert float(sae.b_dec.norm()) > 1.0
+    x = torch.randn(2, 12, d_model, generator=torch.Generator().manual_seed(1))
+    seen, f = {}, 5
 
-    def edit(z):
+    def bump(z):
         seen["shape"] = tuple(z.shape)
-        return z * 0.0
+        z[..., f] += 1.0
+        return z
 
-    hook = splice.sae_hook(sae, edit=edit, keep_error=True)
-    x = torch.randn(2, 12, tiny_model.cfg.d_model)
-    out = hook(x)
+    out = splice.sae_hook(sae, edit=bump, keep_error=True)(x)
     assert seen["shape"] == (2, 11, sae.cfg.d_sae)
-    # zeroing every latent leaves b_dec plus the error: x - x_hat + b_dec
-    x_hat = sae.decode(sae.encode(x[:, 1:]))
-    torch.testing.assert_close(out[:, 1:], x[:, 1:] - x_hat + sae.b_dec, atol=1e-5, rtol=1e-5)
+    # z' = z + e_f, and decode(z') + (x - decode(z)) - x is W_dec[f] whatever b_dec is
+    torch.testing.assert_close(
+        out[:, 1:] - x[:, 1:], sae.W_dec[f].expand(2, 11, -1), atol=1e-5, rtol=0
+    )
     torch.testing.assert_close(out[:, 0], x[:, 0])
+    # zeroing every latent leaves b_dec plus the error: x - x_hat + b_dec
+    zeroed = splice.sae_hook(sae, edit=lambda z: z * 0.0, keep_error=True)(x)
+    x_hat = sae.decode(sae.encode(x[:, 1:]))
+    torch.testing.assert_close(zeroed[:, 1:], x[:, 1:] - x_hat + sae.b_dec, atol=1e-5, rtol=1e-5)
+
+
+def test_kl_divergence_is_kl_clean_to_other():
+    """KL([.5, .5] || [.9, .1]) = .5 log(.5/.9) + .5 log(.5/.1) = 0.5108; the reverse
+    direction, KL([.9, .1] || [.5, .5]), would give 0.3681."""
+    clean = torch.tensor([[[0.5, 0.5]]]).log()
+    other = torch.tensor([[[0.9, 0.1]]]).log() + 3.0  # logits: any shift, same distribution
+    assert float(splice.kl_divergence(clean, other)) == pytest.approx(0.5108256, abs=1e-6)
+    assert float(splice.kl_divergence(other, clean)) == pytest.approx(0.3680642, abs=1e-6)
+    # the mean over tokens: a second token with KL 0 halves it
+    both = splice.kl_divergence(torch.cat([clean, clean], 1), torch.cat([other, clean], 1))
+    assert float(both) == pytest.approx(0.5108256 / 2, abs=1e-6)
 
 
 def test_zero_hook_and_next_token_loss():
@@ -59,6 +82,17 @@ def test_zero_hook_and_next_token_loss():
     tokens = torch.tensor([[0, 2, 4]])
     logits[0, 0, 2] = logits[0, 1, 4] = 0.0  # certain and right
     assert splice.next_token_loss(logits, tokens) < 1e-6
+    # uniform logits: every prediction costs log V, so the mean over tokens is log V too
+    tokens = torch.randint(0, 7, (3, 5), generator=torch.Generator().manual_seed(0))
+    assert float(splice.next_token_loss(torch.zeros(3, 5, 7), tokens)) == pytest.approx(
+        math.log(7), abs=1e-6
+    )
+    # one row right (loss 0), one row uniform (log V): the mean over all tokens is log V / 2
+    logits = torch.zeros(2, 3, 5)
+    logits[0] = -1e4
+    logits[0, 0, 2] = logits[0, 1, 4] = 0.0
+    pair = torch.tensor([[0, 2, 4], [0, 1, 3]])
+    assert float(splice.next_token_loss(logits, pair)) == pytest.approx(math.log(5) / 2, abs=1e-6)
 
 
 def test_reads_from_names_what_an_sae_and_a_transcoder_encode():
