@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from labhelpers import metrics
-from labhelpers.sae import SAEConfig, TopKSAE
+from labhelpers.sae import BatchTopKSAE, SAEConfig
 
 
 def test_fvu_is_around_the_mean_and_legacy_is_around_zero():
@@ -48,15 +48,47 @@ def test_ground_truth_alignment_counts_recovered_features():
     assert result["median_max_cos"] == pytest.approx(2**-0.5)
 
 
-def test_evaluate_reports_everything_and_restores_mode():
-    sae = TopKSAE(SAEConfig(d_in=6, d_sae=12, k=2))
-    sae.train()
+def test_evaluate_reports_every_figure_in_eval_mode_and_restores_mode():
+    """BatchTopK keeps k * batch latents per batch in training and applies its threshold in
+    eval mode, so the modes give different latents: every figure must be eval mode's."""
+    sae = BatchTopKSAE(SAEConfig(d_in=6, d_sae=12, k=2, seed=3))
+    truth = torch.eye(6)
+    with torch.no_grad():
+        sae.threshold.fill_(0.05)
+        sae.b_enc.fill_(0.1)
+        sae.b_dec.normal_(generator=torch.Generator().manual_seed(1))
+        sae.W_dec[:3] = 2.0 * truth[:3]  # three true directions recovered (|cos| 1)
+        sae.W_enc[:, 11], sae.b_enc[11] = 0.0, -1.0  # latent 11 never fires
     x = torch.randn(100, 6, generator=torch.Generator().manual_seed(0))
-    result = metrics.evaluate(sae, x, true_directions=torch.eye(6), batch_size=33)
+    sae.train()
+    result = metrics.evaluate(sae, x, true_directions=truth, batch_size=33)
     assert sae.training
-    assert result["l0"] <= 2.0
-    assert result["explained_variance"] == pytest.approx(1 - result["fvu"])
-    assert {"mse", "l2_ratio", "dead_fraction", "dense_fraction", "n_recovered"} <= set(result)
+    assert float(sae.threshold) == pytest.approx(0.05) and int(sae.threshold_updates) == 0
+    sae.eval()
+    with torch.no_grad():
+        z = sae.encode(x)
+        x_hat = sae.decode(z)
+        alignment = metrics.ground_truth_alignment(sae.W_dec, truth)
+    density = metrics.feature_density(z)
+    expected = {
+        "l0": metrics.l0(z),
+        "mse": metrics.mse(x, x_hat),
+        "fvu": metrics.fvu(x, x_hat),
+        "explained_variance": metrics.explained_variance(x, x_hat),
+        "fvu_around_zero_legacy": metrics.fvu_around_zero_legacy(x, x_hat),
+        "l2_ratio": metrics.l2_ratio(x, x_hat),
+        "dead_fraction": metrics.dead_fraction(density),
+        "dense_fraction": metrics.dense_fraction(density),
+        "median_max_cos": alignment["median_max_cos"],
+        "n_recovered": alignment["n_recovered"],
+    }
+    assert result == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    # the case is not degenerate: eval mode is not k per input, and no figure is trivial
+    assert expected["l0"] > 3.0 and abs(expected["l2_ratio"] - 1.0) > 0.05
+    assert expected["dead_fraction"] == pytest.approx(1 / 12) and expected["n_recovered"] == 3
+    assert 0 < expected["dense_fraction"] < 1 and 0 < expected["median_max_cos"] < 0.9
+    assert metrics.evaluate(sae, x, batch_size=33)["l0"] == pytest.approx(expected["l0"])
+    assert not sae.training  # an SAE in eval mode stays there
 
 
 def test_precision_recall_on_a_known_case():
@@ -180,6 +212,38 @@ def test_ce_loss_recovered_is_one_for_a_perfect_sae_and_zero_for_a_zero_one(tiny
         blank.W_dec.zero_()
     zero = metrics.ce_loss_recovered(tiny_model, blank, hook, tokens)
     assert abs(zero["recovered"]) < 1e-4 and zero["loss_zero"] > zero["loss_clean"]
+
+
+@pytest.mark.parametrize("batch_size", [2, 4])
+def test_ce_loss_recovered_reports_the_losses_and_kl_of_the_whole_set(tiny_model, batch_size):
+    """Six rows in three equal batches, or in batches of 4 and 2 (weighted by their rows):
+    each figure equals the direct one on all rows at once, the KL being KL(clean || spliced)
+    (over every position, BOS's included, in both)."""
+    from labhelpers import activations, splice
+
+    texts = activations.corpus_texts("val", 50, seed=3)
+    tokens = activations.token_rows(texts, tiny_model.tokenizer, 32, 6)
+    hook = "blocks.1.hook_resid_pre"
+    lossy = _exact_sae(tiny_model.cfg.d_model)
+    with torch.no_grad():
+        lossy.W_dec.mul_(0.2)  # a fifth of every activation: a real but partial loss
+    result = metrics.ce_loss_recovered(tiny_model, lossy, hook, tokens, batch_size=batch_size)
+    clean = splice.logits_with(tiny_model, tokens, hook, None)
+    spliced = splice.logits_with(tiny_model, tokens, hook, splice.sae_hook(lossy))
+    zeroed = splice.logits_with(tiny_model, tokens, hook, splice.zero_hook)
+    expected = {
+        "loss_clean": float(splice.next_token_loss(clean, tokens)),
+        "loss_sae": float(splice.next_token_loss(spliced, tokens)),
+        "loss_zero": float(splice.next_token_loss(zeroed, tokens)),
+        "kl": float(splice.kl_divergence(clean, spliced)),
+    }
+    expected["recovered"] = (expected["loss_zero"] - expected["loss_sae"]) / (
+        expected["loss_zero"] - expected["loss_clean"]
+    )
+    assert result == pytest.approx(expected, abs=1e-5)
+    assert 0.05 < expected["recovered"] < 0.95
+    # the other direction, KL(spliced || clean), differs here: the test can tell them apart
+    assert abs(float(splice.kl_divergence(spliced, clean)) - expected["kl"]) > 1e-2
 
 
 def test_auc_counts_ordered_pairs_and_ignores_a_common_shift():
