@@ -221,15 +221,41 @@ def test_build_circuit_keeps_error_nodes_and_thresholds_edges(model, saes, token
     matplotlib.pyplot.close("all")
 
 
+def patched_everywhere(model, saes, tokens, means):
+    """m(∅) by hand: each spliced activation (positions 1 onwards) set, by a plain hook, to
+    what its SAE gives with every node at its mean, decode(mean z) + mean error."""
+    hooks = []
+    for name, sae in saes.items():
+        mean_z, mean_error = means[name]
+        value = (sae.decode(mean_z) + mean_error).detach()
+
+        def hook(act, hook=None, value=value):
+            out = act.clone()
+            out[:, 1:] = value
+            return out
+
+        hooks.append((name, hook))
+    with torch.no_grad():
+        return float(metric(model.run_with_hooks(tokens, fwd_hooks=hooks)))
+
+
 def test_faithfulness_of_the_full_and_the_empty_circuit(model, saes, tokens):
     means = circuits.node_means(model, saes, tokens)
     everything = {(h, f) for h, sae in saes.items() for f in [*range(sae.cfg.d_sae), -1]}
     full = circuits.faithfulness(model, saes, tokens, metric, everything, means)
     empty = circuits.faithfulness(model, saes, tokens, metric, set(), means)
+    with torch.no_grad():
+        clean = float(metric(model(tokens)))
+    # the baselines, each computed another way: the clean model, and every node patched
+    assert full["m_full"] == pytest.approx(clean, abs=1e-5)
+    assert full["m_empty"] == pytest.approx(
+        patched_everywhere(model, saes, tokens, means), abs=1e-5
+    )
     assert abs(full["m_full"] - full["m_empty"]) > 1e-3  # ablating everything matters here
+    # every node kept, error nodes included, is the model itself; so is M minus nothing
+    assert full["m_circuit"] == pytest.approx(full["m_full"], abs=1e-4)
     assert full["faithfulness"] == pytest.approx(1.0, abs=1e-3)
-    assert full["completeness"] == pytest.approx(0.0, abs=1e-6)
-    assert empty["faithfulness"] == pytest.approx(0.0, abs=1e-6)
+    assert empty["m_without_circuit"] == pytest.approx(full["m_full"], abs=1e-4)
     assert empty["completeness"] == pytest.approx(1.0, abs=1e-3)
 
 
@@ -246,13 +272,31 @@ def test_faithfulness_of_one_feature_on_a_linear_toy(model, tokens):
     assert result["completeness"] == pytest.approx(1 - share, rel=1e-3, abs=1e-4)
 
 
-def test_faithfulness_with_a_reference_reuses_its_baselines(model, saes, tokens):
+def test_faithfulness_with_a_reference_reuses_its_baselines(model, saes, tokens, monkeypatch):
     means = circuits.node_means(model, saes, tokens)
     circuit = {(UP, 0), (UP, 3), (DOWN, circuits.ERROR)}
+    passes = []
+    counted = circuits._metric_with
+
+    def count(*args, **kwargs):
+        passes.append(1)
+        return counted(*args, **kwargs)
+
+    monkeypatch.setattr(circuits, "_metric_with", count)
     alone = circuits.faithfulness(model, saes, tokens, metric, circuit, means)
+    assert len(passes) == 4  # m(M), m(∅), m(C), m(M \ C)
     reference = circuits.faithfulness(model, saes, tokens, metric, set(), means)
+    passes.clear()
     reused = circuits.faithfulness(model, saes, tokens, metric, circuit, means, reference)
+    assert len(passes) == 2  # m(C) and m(M \ C) only: m(M) and m(∅) come from the reference
     assert reused == pytest.approx(alone, abs=1e-6)
+    # the reference's baselines are the ones used, not recomputed ones
+    shifted = dict(reference, m_full=reference["m_full"] + 1.0)
+    moved = circuits.faithfulness(model, saes, tokens, metric, circuit, means, shifted)
+    assert moved["m_full"] == shifted["m_full"]
+    assert moved["faithfulness"] == pytest.approx(
+        (alone["m_circuit"] - alone["m_empty"]) / (shifted["m_full"] - alone["m_empty"]), abs=1e-6
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -290,7 +334,9 @@ def test_transcoder_nodes_read_the_mlp_input_and_keep_its_output_with_every_node
     result = circuits.faithfulness(model, transcoders, tokens, metric, everything, means)
     assert abs(result["m_full"] - result["m_empty"]) > 1e-3
     assert result["m_circuit"] == pytest.approx(result["m_full"], abs=1e-4)
-    assert result["completeness"] == pytest.approx(0.0, abs=1e-6)
+    # nothing kept: each MLP output is decode(mean z) + mean error, set by a plain hook
+    patched = patched_everywhere(model, transcoders, tokens, means)
+    assert result["m_empty"] == pytest.approx(patched, abs=1e-5)
 
 
 def test_attribution_patching_of_a_transcoder_matches_finite_differences(
