@@ -243,18 +243,37 @@ def test_sweep_rows_table_and_plot(tiny_model, setup):
     zero = rows[1]
     assert abs(zero["kl"]) < 1e-6 and rows[0]["kl"] > 1e-4 and rows[2]["kl"] > 1e-4
     assert zero["target"] == pytest.approx(target(tiny_model), abs=1e-5)
-    assert zero["random"] == pytest.approx(zero["target"], abs=1e-5)
     assert zero["generations"] == [models.greedy_completion(tiny_model, prompts[0], 3)]
     assert rows[0]["target"] != pytest.approx(rows[2]["target"])
     # a control direction is rescaled to the norm of the steered one: 10 * d steers like d
     assert all(row["scaled"] == pytest.approx(row["target"], abs=1e-4) for row in rows)
-    with steering.steered(tiny_model, HOOK, random, alphas[0]):
-        assert rows[0]["random"] == pytest.approx(target(tiny_model), abs=1e-5)
+    # the random control is steered along its own direction, which moves the metric
+    # differently from d (at alpha 0 every direction is the identity: compare at +-4)
+    for i in (0, 2):
+        with steering.steered(tiny_model, HOOK, random, alphas[i]):
+            assert rows[i]["random"] == pytest.approx(target(tiny_model), abs=1e-5)
+        assert abs(rows[i]["random"] - rows[i]["target"]) > 1e-2
+    # kl is KL(unsteered || steered along d) on the side-effect tokens
+    clean = splice.logits_with(tiny_model, tokens, HOOK, None)
+    for row in rows:
+        hook = steering.steering_hook(direction, row["alpha"])
+        other = splice.logits_with(tiny_model, tokens, HOOK, hook)
+        assert row["kl"] == pytest.approx(float(splice.kl_divergence(clean, other)), abs=1e-6)
+        if row["alpha"]:  # KL(steered || unsteered) differs here: the direction is pinned
+            assert abs(float(splice.kl_divergence(other, clean)) - row["kl"]) > 1e-3
 
     table = steering.format_table(rows).splitlines()
-    assert len(table) == 1 + len(alphas) and "random" in table[0]
+    assert len(table) == 1 + len(alphas)
+    columns = table[0].split()
+    assert columns == ["alpha", "target", "unrelated", "random", "scaled", "kl"]
+    for row, line in zip(rows, table[1:]):  # the table's numbers are the rows', to 3 digits
+        cells = [float(cell) for cell in line.split()]
+        assert cells == pytest.approx([row[key] for key in columns], abs=5e-4 + 1e-9)
     ax = steering.plot_sweep(rows)
     assert len(ax.get_lines()) == 4  # target, unrelated, random, scaled
+    for line, key in zip(ax.get_lines(), ["target", "unrelated", "random", "scaled"]):
+        assert list(line.get_xdata()) == alphas
+        assert list(line.get_ydata()) == [row[key] for row in rows]
     plt.close("all")
 
     with pytest.raises(ValueError, match="clash"):
