@@ -250,11 +250,48 @@ def test_training_is_deterministic():
     np.testing.assert_array_equal(runs[0]["W_dec"], runs[1]["W_dec"])
 
 
-def test_plots_return_axes():
+def test_plots_draw_the_data():
     import matplotlib
 
     matplotlib.use("Agg")
-    history = [{"step": 1, "recovered": 3}, {"step": 2, "recovered": 5}]
-    assert ns.plot_alignment_history({"run": history}, n_true=24) is not None
-    assert ns.plot_firing_rates(np.array([0.5, 0.0, 0.001])) is not None
-    assert ns.plot_best_cosines({"a": np.array([0.95, 0.5])}) is not None
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from labhelpers.plotting import COLORS
+
+    # one line per run, in its own colour, step against recovered; the target as a dashed line
+    histories = {
+        "mp": [{"step": 1, "recovered": 3}, {"step": 2, "recovered": 5}],
+        "omp": [
+            {"step": 1, "recovered": 4},
+            {"step": 2, "recovered": 9},
+            {"step": 3, "recovered": 12},
+        ],
+    }
+    ax = ns.plot_alignment_history(histories, n_true=24)
+    runs, target = ax.get_lines()[:2], ax.get_lines()[2:]
+    assert [line.get_label() for line in runs] == ["mp", "omp"]
+    for line, history in zip(runs, histories.values()):
+        assert list(line.get_xdata()) == [r["step"] for r in history]
+        assert list(line.get_ydata()) == [r["recovered"] for r in history]
+    assert to_hex(runs[0].get_color()) != to_hex(runs[1].get_color())
+    assert len(target) == 1 and list(target[0].get_ydata()) == [24, 24]
+    assert ax.get_ylim() == (0, 25)
+
+    # one bar per latent, sorted by rate; the dead one at the floor, in red, the others not
+    ax = ns.plot_firing_rates(np.array([0.001, 0.0, 0.5]))
+    bars = ax.patches
+    assert [bar.get_height() for bar in bars] == pytest.approx([0.5, 0.001, 1e-4])
+    colours = [to_hex(bar.get_facecolor()) for bar in bars]
+    assert colours == [COLORS[0], COLORS[0], COLORS[1]] and COLORS[1] == "#d62728"  # red
+    assert ax.get_yscale() == "log"
+
+    # one line per model, its best cosines sorted from high to low; the threshold dashed
+    best = {"a": np.array([0.5, 0.95, 0.7]), "b": np.array([0.2, 0.99])}
+    ax = ns.plot_best_cosines(best, threshold=0.8)
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines[:2]] == ["a", "b"]
+    assert list(lines[0].get_ydata()) == [0.95, 0.7, 0.5]
+    assert list(lines[1].get_ydata()) == [0.99, 0.2]
+    assert len(lines) == 3 and list(lines[2].get_ydata()) == [0.8, 0.8]
+    plt.close("all")
