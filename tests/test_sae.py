@@ -185,16 +185,30 @@ def test_jumprelu_step_gradient_lowers_l0_by_raising_threshold():
     assert sae.W_enc.grad is None or sae.W_enc.grad.abs().sum() == 0  # L0 has no pre grad
 
 
+def _randomise_biases(sae, seed=5):
+    """Fresh SAEs have b_enc = b_dec = 0: give them values, so the bias terms count."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sae.b_enc.normal_(generator=gen).mul_(0.3)
+        sae.b_dec.normal_(generator=gen)
+    assert sae.b_enc.abs().min() > 0 and float(sae.b_dec.norm()) > 1.0
+
+
 def test_gated_gate_decides_and_magnitude_scales():
     sae = _sae("gated")
+    _randomise_biases(sae)
     with torch.no_grad():
         sae.r_mag.fill_(0.5)
-        sae.b_mag.fill_(0.1)
+        sae.b_mag.normal_(generator=torch.Generator().manual_seed(6))
     x = _x()
     xc = x - sae.b_dec
     gate = xc @ sae.W_enc + sae.b_enc
-    mag = torch.relu(xc @ sae.W_enc * torch.e**0.5 + 0.1)
-    torch.testing.assert_close(sae.encode(x), (gate > 0) * mag)
+    mag = torch.relu(xc @ sae.W_enc * torch.e**0.5 + sae.b_mag)
+    expected = (gate > 0) * mag
+    torch.testing.assert_close(sae.encode(x), expected)
+    # the biases decide something here: without them the gate and magnitude differ
+    bare = (xc @ sae.W_enc > 0) * torch.relu(xc @ sae.W_enc * torch.e**0.5)
+    assert not torch.allclose(bare, expected)
 
 
 @pytest.mark.parametrize("name", ["topk", "batchtopk", "jumprelu", "gated"])
@@ -231,9 +245,11 @@ def test_topk_auxk_only_trains_dead_latents():
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_folding_the_input_scale_keeps_latents(name):
     sae = _sae(name)
+    _randomise_biases(sae)
     sae.eval()
     x, scale = _x(), 3.0
     z_scaled, x_hat_scaled = sae.encode(x * scale), sae.decode(sae.encode(x * scale))
+    assert (z_scaled != 0).any()
     sae.fold_input_scale_(scale)
     torch.testing.assert_close(sae.encode(x), z_scaled, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(
