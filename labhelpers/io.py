@@ -25,7 +25,6 @@ from the bridge's activations (see :class:`CentredInput`).
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -229,16 +228,6 @@ def _our_name_and_config(cfg: dict[str, Any]) -> tuple[str, SAEConfig]:
     return name, SAEConfig(**fields)
 
 
-def _settled_updates(momentum: float) -> int:
-    """How many EMA updates make the bias correction ``1 - (1 - m)^n`` exactly 1 in float64.
-
-    ``(1 - m)^n <= 2^-54``, half the spacing of floats just below 1, rounds away.
-    """
-    if not 0 < momentum < 1:
-        return 0  # m = 1 leaves no bias to correct; m = 0 no average (and log1p(0) = 0)
-    return math.ceil(54 * math.log(2) / -math.log1p(-momentum))
-
-
 def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
     """Load an SAE saved by :func:`save_sae` (or by SAELens, for the shared architectures).
 
@@ -280,7 +269,8 @@ def load_sae(path: str | Path, device: str | torch.device = "cpu") -> SAE:
             sae.threshold.copy_(threshold[0])
             # A saved threshold is a settled average, not a first estimate: with 0 updates
             # counted, the next training batch would replace it instead of nudging it by m.
-            sae.threshold_updates.fill_(_settled_updates(sae.cfg.threshold_momentum))
+            # After a million, the bias correction 1 - (1 - m)^n is 1 to float precision.
+            sae.threshold_updates.fill_(1_000_000)
         elif name == "gated":
             sae.r_mag.copy_(tensors["r_mag"])
             sae.b_mag.copy_(tensors["b_mag"])
