@@ -142,7 +142,7 @@ def run_with_hooks(
     the clean logits and every ablation or steering effect would read as zero. Every
     hooked pass in ``labhelpers`` goes through here. Returns ``[batch, pos, d_vocab]``.
     """
-    known = model.hook_dict
+    known = model.hook_dict if hooks else {}
     for name, _ in hooks:
         if name not in known:
             models.check_hook_name(model, name)  # raises, naming the close matches
