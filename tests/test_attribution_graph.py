@@ -47,7 +47,7 @@ def test_every_target_is_the_sum_of_its_edges_and_its_values_are_the_models(setu
     for i in targets[:-1:7]:
         node = graph.nodes[i]
         z = transcoders[node.layer].encode(cache[f"blocks.{node.layer}.mlp.hook_in"][0, node.pos])
-        assert float(graph.values[i]) == pytest.approx(float(z[node.feature]), abs=1e-4)
+        assert float(graph.values[i]) == pytest.approx(float(z[node.feature].detach()), abs=1e-4)
     assert graph.adjacency.abs().sum() > 1 and graph.constant[targets].abs().max() > 1e-3
 
 
