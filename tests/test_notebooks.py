@@ -1,6 +1,8 @@
 """The course's house rules, checked on every solution notebook (nbval runs them separately)."""
 
+import importlib
 import re
+from types import ModuleType
 
 import make_exercises
 import nbformat
@@ -108,3 +110,47 @@ def test_nbval_waits_long_enough_for_a_cells_last_outputs():
     path = str(NOTEBOOKS[0])
     assert pytest.main(["--collect-only", "-q", path], plugins=[recorder]) == 0
     assert recorder.timeouts and min(recorder.timeouts) >= 30
+
+
+LABHELPERS_IMPORT = re.compile(
+    r"^from labhelpers(?:\.(\w+))? import (?:\(([^)]*)\)|([^\n#]+))", re.M
+)
+
+
+def _imported_names(source: str) -> list[tuple[str, str, str]]:
+    """(module, name, alias) for every ``from labhelpers[.module] import name [as alias]``."""
+    found = []
+    for sub, grouped, inline in LABHELPERS_IMPORT.findall(source):
+        for item in (grouped or inline).split(","):
+            name, _, alias = item.strip().partition(" as ")
+            if name:
+                found.append(("labhelpers" + (f".{sub}" if sub else ""), name, alias or name))
+    return found
+
+
+def _member(module: str, name: str) -> object | None:
+    """``module.name``, an attribute or a submodule; None when there is neither."""
+    if hasattr(importlib.import_module(module), name):
+        return getattr(importlib.import_module(module), name)
+    try:
+        return importlib.import_module(f"{module}.{name}")
+    except ImportError:
+        return None
+
+
+def test_every_library_name_a_notebook_uses_exists(notebook):
+    # The full profile's cells never run in CI (they need GPT-2): at least every
+    # labhelpers name they import or reach through a module (``io.load_pretrained_sae``)
+    # must exist, so that a renamed function cannot break them unseen.
+    source = "\n".join(c.source for c in code_cells(notebook))
+    modules = {}
+    for module, name, alias in _imported_names(source):
+        member = _member(module, name)
+        assert member is not None, f"{module} has no {name!r}"
+        if isinstance(member, ModuleType):
+            modules[alias] = member
+    assert modules
+    for alias, module in modules.items():
+        assert not re.search(rf"^\s*{alias}\s*=", source, re.M), f"{alias} is reassigned"
+        for attr in set(re.findall(rf"(?<![\w.]){alias}\.(\w+)", source)):
+            assert _member(module.__name__, attr) is not None, f"{alias}.{attr} does not exist"
