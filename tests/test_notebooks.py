@@ -1,6 +1,8 @@
 """The course's house rules, checked on every solution notebook (nbval runs them separately)."""
 
+import ast
 import importlib
+import inspect
 import re
 from types import ModuleType
 
@@ -154,3 +156,40 @@ def test_every_library_name_a_notebook_uses_exists(notebook):
         assert not re.search(rf"^\s*{alias}\s*=", source, re.M), f"{alias} is reassigned"
         for attr in set(re.findall(rf"(?<![\w.]){alias}\.(\w+)", source)):
             assert _member(module.__name__, attr) is not None, f"{alias}.{attr} does not exist"
+
+
+def _library_calls(source: str, names: dict[str, object]) -> list[tuple[ast.Call, object]]:
+    """Each call of a labhelpers function or class in ``source``, with what it calls."""
+    # IPython's ! and % lines are not Python; blank them (keeping line numbers)
+    python = "\n".join("" if ln.lstrip()[:1] in "!%" else ln for ln in source.splitlines())
+    calls = []
+    for node in ast.walk(ast.parse(python)):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+            module = names.get(f.value.id)
+            target = _member(module.__name__, f.attr) if isinstance(module, ModuleType) else None
+        else:
+            target = names.get(f.id) if isinstance(f, ast.Name) else None
+        if callable(target) and not isinstance(target, ModuleType):
+            calls.append((node, target))
+    return calls
+
+
+def test_every_library_call_in_a_notebook_fits_its_signature(notebook):
+    # As above, for the full profile's cells: a call that passes a removed or misspelt
+    # keyword, or too many arguments, fails here instead of on a learner's GPU.
+    source = "\n".join(c.source for c in code_cells(notebook))
+    names = {alias: _member(module, name) for module, name, alias in _imported_names(source)}
+    calls = _library_calls(source, names)
+    assert calls
+    for node, target in calls:
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(
+            k.arg is None for k in node.keywords
+        ):
+            continue  # f(*args, **kwargs): nothing to check statically
+        try:
+            inspect.signature(target).bind(*node.args, **{k.arg: None for k in node.keywords})
+        except TypeError as error:
+            pytest.fail(f"{ast.unparse(node)[:80]}: {error}")
