@@ -312,7 +312,6 @@ def steering_gradient(
     cosine with the gradient then says how much of its push goes where the metric is
     sensitive, for any direction, without steering along it. tokens: ``[batch, pos]``.
     """
-    models.check_hook_name(model, hook_name)
     _check_positions(positions)
     added: list[torch.Tensor] = []  # v, made at the width of the activations it meets
 

@@ -227,7 +227,7 @@ class Trainer:
                 row = {name: float(value) for name, value in out.losses.items()}
                 row.update(
                     step=self.step,
-                    loss=float(out.loss),
+                    loss=loss,
                     l0=metrics.l0(out.z),
                     fvu=metrics.fvu(sae.split_batch(x)[1], out.x_hat),
                     dead_fraction=float(self.dead_mask().float().mean()),

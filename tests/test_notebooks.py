@@ -132,8 +132,9 @@ def _imported_names(source: str) -> list[tuple[str, str, str]]:
 
 def _member(module: str, name: str) -> object | None:
     """``module.name``, an attribute or a submodule; None when there is neither."""
-    if hasattr(importlib.import_module(module), name):
-        return getattr(importlib.import_module(module), name)
+    parent = importlib.import_module(module)
+    if hasattr(parent, name):
+        return getattr(parent, name)
     try:
         return importlib.import_module(f"{module}.{name}")
     except ImportError:
