@@ -278,7 +278,7 @@ def report(answers: Sequence[str | None], questions: Sequence[Question] = QUESTI
     verdict = (
         "passed"
         if right >= PASS_MARK
-        else f"not yet: you pass with {needed} of {len(questions)} ({PASS_MARK:.0%})"
+        else f"not yet: you pass with {needed} of {len(questions)} (a pass mark of {PASS_MARK:.0%})"
     )
     head = f"{round(right * len(questions))}/{len(questions)} right ({right:.0%}): {verdict}"
     return "\n".join([head, *lines])

@@ -79,3 +79,49 @@ def test_torch_outputs_and_nested_structures_compare():
     assert "item 1" in first_difference((1.0, 2.0), (1.0, 3.0), 1e-6, 1e-5)
     assert "keys" in first_difference({"a": 1}, {"b": 1}, 1e-6, 1e-5)
     assert to_numpy(torch.tensor([1, 2])).dtype.kind == "i"
+
+
+def test_a_missing_return_is_named():
+    def forgot_return(x):
+        x**2  # computed, never returned
+
+    with pytest.raises(AssertionError, match="got None: does your function end with a `return`"):
+        check_function("check_square", forgot_return, square, [(np.arange(3.0),)])
+
+
+def test_values_differ_names_the_largest_difference():
+    # the first entries agree, so the message must point at the entry that does not
+    def last_wrong(x):
+        y = x**2
+        y[-1] = 0.0
+        return y
+
+    with pytest.raises(
+        AssertionError, match=re.escape("largest difference at index 5: expected 25, got 0")
+    ):
+        check_function("check_square", last_wrong, square, [(np.arange(6.0),)])
+
+
+def test_an_array_of_strings_is_reported_not_raised():
+    with pytest.raises(AssertionError, match="expected numbers, got an array of <U"):
+        check_function("check_square", lambda x: np.array(["a"] * 3), square, [(np.ones(3),)])
+
+
+def test_a_list_argument_changed_in_place_is_caught():
+    def sorts_its_input(values):
+        values.sort()
+        return sum(values)
+
+    with pytest.raises(AssertionError, match="changed its input in place"):
+        check_function("check_sum", sorts_its_input, sum, [([3.0, 1.0, 2.0],)])
+
+
+def test_every_check_hides_its_own_frame_from_a_learners_traceback():
+    # IPython and pytest skip frames that set __tracebackhide__, so a failing check shows the
+    # learner the message, not the check's source (which lists every known mistake's hint)
+    from labhelpers import grading
+
+    checks = [getattr(grading, name) for name in dir(grading) if name.startswith("check_")]
+    assert len(checks) >= 25
+    unhidden = [f.__name__ for f in checks if "__tracebackhide__" not in f.__code__.co_varnames]
+    assert unhidden == []

@@ -75,6 +75,12 @@ def _without_self(W):
     return norms**2 / others.clamp_min(1e-8)
 
 
+def _cosines_squared(W):
+    unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    cosines = torch.einsum("ihf,ihg->ifg", unit, unit)
+    return W.norm(dim=1) ** 2 / (cosines**2).sum(-1).clamp_min(1e-8)
+
+
 # One wrong implementation per named mistake, written independently of the Mistake objects.
 MISTAKES = {
     grading.check_toy_forward: [
@@ -111,6 +117,11 @@ MISTAKES = {
         ("unsquared overlaps", lambda W: _dimensionality_power(W, 1)),
         ("dot products of un-normalised columns", lambda W: _dimensionality_raw_dots(W)),
         ("leaving the feature itself out of the denominator", lambda W: _without_self(W)),
+        ("both columns normalised in the dot products", lambda W: _cosines_squared(W)),
+        (
+            "an unsquared norm in the numerator",
+            lambda W: dimensionality(W) / W.norm(dim=1).clamp_min(1e-8),
+        ),
         (
             "the wrong axis (hidden dimensions instead of features)",
             lambda W: dimensionality(W.transpose(1, 2)),
@@ -154,3 +165,28 @@ def test_clamping_only_the_norms_still_gets_the_zero_over_zero_hint():
 
     with pytest.raises(AssertionError, match="Clamp both divisors"):
         grading.check_feature_dimensionality(clamp_norms_only)
+
+
+def test_more_right_answers_pass(capsys):
+    """Gram-matrix and F.normalize versions, float64, and a nan_to_num guard all pass."""
+
+    def forward_by_gram(W, b, x):
+        gram = torch.einsum("ihf,ihg->ifg", W, W).double()
+        return torch.relu(torch.einsum("ifg,big->bif", gram, x.double()) + b.double())
+
+    def dimensionality_normalize(W):
+        unit = torch.nn.functional.normalize(W, dim=1)
+        overlap = torch.einsum("ihf,ihg->ifg", unit, W) ** 2
+        return torch.nan_to_num(W.norm(dim=1) ** 2 / overlap.sum(-1))
+
+    grading.check_toy_forward(forward_by_gram)
+    grading.check_feature_dimensionality(dimensionality_normalize)
+    assert capsys.readouterr().out.count("passed") == 2
+
+
+def test_a_missing_return_is_named():
+    def no_return(W, b, x):
+        torch.relu(torch.einsum("ihf,bih->bif", W, torch.einsum("ihf,bif->bih", W, x)) + b)
+
+    with pytest.raises(AssertionError, match="got None: does your function end with a `return`"):
+        grading.check_toy_forward(no_return)

@@ -92,6 +92,8 @@ def first_difference(
     right answer), but a known mistake that gives NaN is matched by one.
     """
     expected, got = to_numpy(expected), to_numpy(got)
+    if got is None and expected is not None:
+        return "got None: does your function end with a `return` of its result?"
     if isinstance(expected, Mapping):
         if not isinstance(got, Mapping) or set(got) != set(expected):
             return f"expected a dict with keys {sorted(expected)}, got {_describe(got)}"
@@ -114,24 +116,45 @@ def first_difference(
         got = np.asarray(got)
         if got.shape != expected.shape:
             return f"expected shape {tuple(expected.shape)}, got shape {tuple(got.shape)}"
+        try:
+            got_float = got.astype(float)
+        except (TypeError, ValueError):
+            return f"expected numbers, got an array of {got.dtype} ({_describe(got)})"
         if expected.dtype == bool or got.dtype == bool:
             ok = np.array_equal(expected, got)
         else:
             ok = np.allclose(
-                got.astype(float), expected.astype(float), atol=atol, rtol=rtol, equal_nan=equal_nan
+                got_float, expected.astype(float), atol=atol, rtol=rtol, equal_nan=equal_nan
             )
         if not ok:
-            if not np.all(np.isfinite(got.astype(float))):
+            if not np.all(np.isfinite(got_float)):
                 return f"got NaN or inf values ({_describe(got)})"
-            return f"values differ: expected {_describe(expected)}; got {_describe(got)}"
+            return (
+                f"values differ: expected {_describe(expected)}; got {_describe(got)}"
+                + _largest_difference(expected.astype(float), got_float)
+            )
         return None
     return None if expected == got else f"expected {expected!r}, got {got!r}"
 
 
+def _largest_difference(expected: np.ndarray, got: np.ndarray) -> str:
+    """Where an array answer is furthest from the expected one (the first few entries
+    shown may agree), e.g. "; largest difference at index (2, 0): expected 1.5, got 0"."""
+    if expected.ndim == 0:
+        return ""
+    index = np.unravel_index(np.argmax(np.abs(got - expected)), expected.shape)
+    where = tuple(int(i) for i in index)
+    if len(where) == 1:
+        where = where[0]
+    return f"; largest difference at index {where}: expected {expected[index]:.6g}, got {got[index]:.6g}"
+
+
 def _mutated(before: Any, after: Any) -> bool:
-    """True when an array, tensor or dict argument was changed by the call."""
+    """True when an array, tensor, dict or list argument was changed by the call."""
     if isinstance(before, Mapping):
         return set(before) != set(after) or any(_mutated(before[k], after[k]) for k in before)
+    if isinstance(before, list):
+        return len(before) != len(after) or any(_mutated(b, a) for b, a in zip(before, after))
     if isinstance(before, np.ndarray) or hasattr(before, "detach"):
         return not np.array_equal(to_numpy(before), to_numpy(after))
     if isinstance(before, int | float | str):

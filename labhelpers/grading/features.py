@@ -17,10 +17,21 @@ __all__ = ["check_precision_recall", "check_top_k_examples"]
 
 
 def _as_array(fn: Callable) -> Callable:
-    """Call ``fn`` and return its answer as a float array (a list of tuples becomes [k, 3])."""
+    """Call ``fn`` and return its answer as a float array (a list of tuples becomes [k, 3]).
+
+    An answer that is not numbers (a dict, tuples of different lengths) comes back as it
+    is, so that the check reports what it got instead of blaming the learner's function
+    for the conversion's error.
+    """
 
     def wrapped(*args):
-        return np.asarray(fn(*args), dtype=float)
+        answer = fn(*args)
+        if answer is None:
+            return None
+        try:
+            return np.asarray(answer, dtype=float)
+        except (TypeError, ValueError):
+            return answer
 
     return wrapped
 
@@ -59,6 +70,10 @@ def _top_k_divmod_rows(acts, k):
     return [(int(i) % n_rows, int(i) // n_rows, float(v)) for v, i in zip(values, indices)]
 
 
+def _top_k_position_first(acts, k):
+    return [(position, row, value) for row, position, value in _top_k(acts, k)]
+
+
 def _top_k_with_zeros(acts, k):
     values, indices = acts.reshape(-1).topk(k)
     context = acts.shape[1]
@@ -73,6 +88,7 @@ def _top_k_per_row(acts, k):
 
 def check_top_k_examples(top_k_examples: Callable) -> None:
     """Check ``top_k_examples(acts [n_rows, context], k) -> [(row, position, activation), ...]``."""
+    __tracebackhide__ = True
     cases = [
         (_acts(3, 5, seed=0, density=0.8), 4),  # several maxima in one row
         (_acts(7, 4, seed=1), 6),  # more rows than positions
@@ -95,6 +111,11 @@ def check_top_k_examples(top_k_examples: Callable) -> None:
                 _as_array(_top_k_divmod_rows),
                 "A flat index i of a [n_rows, context] tensor is row i // context, "
                 "position i % context.",
+            ),
+            Mistake(
+                "(position, row) instead of (row, position)",
+                _as_array(_top_k_position_first),
+                "Each tuple is (row, position, activation): the row comes first.",
             ),
             Mistake(
                 "including tokens where the feature does not fire",
@@ -141,6 +162,19 @@ def _pr_over_all_tokens(fires, labels):
     return precision, recall, f1
 
 
+def _pr_silent_is_precise(fires, labels):
+    if not fires.any():
+        return 1.0, 0.0, 0.0
+    return _precision_recall(fires, labels)
+
+
+def _pr_agreements(fires, labels):
+    tp = float(np.sum(fires == labels))
+    precision, recall = tp / max(float(fires.sum()), 1.0), tp / max(float(labels.sum()), 1.0)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return precision, recall, f1
+
+
 def _pr_mean_f1(fires, labels):
     precision, recall, _ = _precision_recall(fires, labels)
     return precision, recall, (precision + recall) / 2
@@ -154,6 +188,7 @@ def _pr_accuracy(fires, labels):
 
 def check_precision_recall(precision_recall: Callable) -> None:
     """Check ``precision_recall(fires [n] bool, labels [n] bool) -> (precision, recall, f1)``."""
+    __tracebackhide__ = True
     cases = [
         _fires_labels(50, seed=0, p_fire=0.3, p_label=0.2),
         _fires_labels(400, seed=1, p_fire=0.05, p_label=0.1),
@@ -186,6 +221,18 @@ def check_precision_recall(precision_recall: Callable) -> None:
                 "accuracy in place of F1",
                 _as_array(_pr_accuracy),
                 "Accuracy rewards a unit that never fires on a rare concept; use F1.",
+            ),
+            Mistake(
+                "precision 1 for a detector that never fires",
+                _as_array(_pr_silent_is_precise),
+                "Some libraries say 1 there, but this exercise asks for precision 0 when the "
+                "unit never fires (and so F1 0).",
+            ),
+            Mistake(
+                "true positives counted as agreements (fires == labels)",
+                _as_array(_pr_agreements),
+                "fires == labels also counts the tokens where neither is true; a true "
+                "positive needs both: fires & labels.",
             ),
         ],
     )

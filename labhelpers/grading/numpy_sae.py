@@ -1,8 +1,11 @@
 """Checks for notebook 02's exercises: the NumPy SAE's forward and backward passes,
 the numerical gradient, and the matching-pursuit encoder.
 
-The references are the functions of ``labhelpers.numpy_sae``. Every case gets fresh
-arrays, so a learner's function that changes its inputs cannot spoil the comparison.
+The references are the functions of ``labhelpers.numpy_sae``. The forward pass and the
+numerical gradient get fresh arrays for every call, so a function that changes its
+inputs cannot spoil the comparison (the numerical gradient must nudge its array in
+place). The backward pass and matching pursuit get their arrays as they are, so that a
+function that overwrites x_hat or x (``residual = x`` then ``residual -= ...``) is told so.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ def _forward_without(x, p, relu=True, b_enc=True, b_dec=True):
     return pre, z, z @ p["W_dec"] + (p["b_dec"] if b_dec else 0.0)
 
 
+def _forward_in_place_relu(x, p):
+    pre = x @ p["W_enc"] + p["b_enc"]
+    z = pre  # the same array: the ReLU below changes pre too
+    z[z < 0] = 0.0
+    return pre, z, z @ p["W_dec"] + p["b_dec"]
+
+
+def _forward_swapped(x, p):
+    pre, z, x_hat = numpy_sae.forward(x, p)
+    return z, pre, x_hat
+
+
 def check_sae_forward(sae_forward: Callable) -> None:
     """Check ``sae_forward(x, params) -> (pre, z, x_hat)``."""
     __tracebackhide__ = True
@@ -75,6 +90,17 @@ def check_sae_forward(sae_forward: Callable) -> None:
             "the decoder bias left out",
             _fresh(lambda x, p: _forward_without(x, p, b_dec=False), _forward_case),
             "The reconstruction is z @ W_dec + b_dec.",
+        ),
+        Mistake(
+            "pre changed by an in-place ReLU",
+            _fresh(_forward_in_place_relu, _forward_case),
+            "z = pre does not copy: setting z's negative entries to 0 changes pre too, and "
+            "the backward pass needs pre's negative entries. Build z as a new array.",
+        ),
+        Mistake(
+            "(z, pre, x_hat) returned in the wrong order",
+            _fresh(_forward_swapped, _forward_case),
+            "Return (pre, z, x_hat): the pre-activation first, then the ReLU'd latents.",
         ),
     ]
     check_function(
@@ -100,7 +126,7 @@ def _backward_case(seed: int) -> tuple:
 def _backward_variant(
     x, p, pre, z, x_hat, l1, *, mask=True, l1_on=True, scale="mean", l1_scale="all", bias="sum"
 ):
-    d_x_hat = 2.0 * (x_hat - x) / (x.size if scale == "mean" else 1.0)
+    d_x_hat = 2.0 * (x_hat - x) / {"mean": x.size, "batch": len(x), "sum": 1.0}[scale]
     l1_grad = l1 / (z.size if l1_scale == "all" else len(z)) * np.sign(z)
     d_z = d_x_hat @ p["W_dec"].T + (l1_grad if l1_on else 0.0)
     d_pre = d_z * (pre > 0) if mask else d_z
@@ -117,52 +143,59 @@ def _negated(*case):
     return {k: -v for k, v in numpy_sae.backward(*case).items()}
 
 
+def _variant(**options: str | bool) -> Callable:
+    return lambda *case: _backward_variant(*case, **options)
+
+
 def check_sae_backward(sae_backward: Callable) -> None:
     """Check ``sae_backward(x, params, pre, z, x_hat, l1_coeff) -> {name: gradient}``."""
     __tracebackhide__ = True
-
-    def variant(**options):
-        return _fresh(lambda *case: _backward_variant(*case, **options), _backward_case)
-
     mistakes = [
         Mistake(
             "no ReLU mask in the backward pass",
-            variant(mask=False),
+            _variant(mask=False),
             "The ReLU passes gradient only where pre > 0: multiply d_z by (pre > 0).",
         ),
         Mistake(
             "the L1 term left out",
-            variant(l1_on=False),
+            _variant(l1_on=False),
             "The sparsity penalty l1_coeff * mean|z| adds l1_coeff / z.size * sign(z) to d_z.",
         ),
         Mistake(
             "a summed (not mean) squared error",
-            variant(scale="sum"),
+            _variant(scale="sum"),
             "The loss is a mean over all x.size entries, so d_x_hat = 2 * (x_hat - x) / x.size.",
         ),
         Mistake(
             "the L1 gradient divided by the batch size",
-            variant(l1_scale="batch"),
+            _variant(l1_scale="batch"),
             "mean|z| averages over every entry of z: divide by z.size, not len(z).",
         ),
         Mistake(
             "bias gradients averaged instead of summed",
-            variant(bias="mean"),
+            _variant(bias="mean"),
             "A bias is added to every row, so its gradient is the *sum* of the rows' gradients.",
         ),
         Mistake(
             "every gradient with its sign flipped",
-            _fresh(_negated, _backward_case),
+            _negated,
             "d loss / d x_hat is 2 * (x_hat - x) / x.size: reconstruction minus target.",
         ),
+        Mistake(
+            "a squared error averaged over the batch only",
+            _variant(scale="batch"),
+            "The loss is a mean over all x.size entries (B * d_in), so "
+            "d_x_hat = 2 * (x_hat - x) / x.size.",
+        ),
     ]
+    # The mistakes differ from the answer by 0.05 or more; the tolerance lets a float32
+    # computation through.
     check_function(
         "check_sae_backward",
-        _fresh(sae_backward, _backward_case),
-        _fresh(numpy_sae.backward, _backward_case),
-        [(seed,) for seed in range(len(SHAPES))],
+        sae_backward,
+        numpy_sae.backward,
+        [_backward_case(seed) for seed in range(len(SHAPES))],
         mistakes=mistakes,
-        atol=1e-9,
     )
 
 
@@ -201,6 +234,10 @@ def _not_restored(f, a, eps):
     return grad
 
 
+def _nudged_copy(f, a, eps):
+    return _forward_difference(f, a.copy(), eps)  # f() reads a, which never moves: all 0
+
+
 def _half_step(f, a, eps):
     return numpy_sae.numerical_gradient(f, a, eps) * 2
 
@@ -224,6 +261,12 @@ def check_numerical_gradient(numerical_gradient: Callable) -> None:
             _fresh(_not_restored, _gradient_case),
             "Put each entry back to its original value before moving on to the next.",
         ),
+        Mistake(
+            "every slope 0, as when a copy of a is nudged",
+            _fresh(_nudged_copy, _gradient_case),
+            "f() never saw the nudges: it reads the very array a it was built on, so a "
+            "nudged copy leaves f() unchanged. Nudge a[i] itself, then put it back.",
+        ),
     ]
     check_function(
         "check_numerical_gradient",
@@ -243,7 +286,12 @@ def _pursuit_case(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     n, d_in, d_sae, k = [(64, 8, 24, 3), (5, 3, 6, 2), (1, 4, 4, 1), (20, 8, 32, 4)][seed % 4]
     W_dec = numpy_sae.normalize_rows(rng.normal(size=(d_sae, d_in)))
     codes = np.where(rng.random((n, d_sae)) < 0.15, rng.uniform(0.5, 2.0, (n, d_sae)), 0.0)
-    return codes @ W_dec + 0.05 * rng.normal(size=(n, d_in)), W_dec, k
+    x = codes @ W_dec + 0.05 * rng.normal(size=(n, d_in))
+    if seed % 4 == 2:
+        # A second sample whose scores are all negative: its code must stay all 0, which
+        # only the clip at 0 gives.
+        x = np.vstack([x, np.linalg.solve(W_dec, -np.array([0.3, 0.6, 0.9, 1.2]))])
+    return x, W_dec, k
 
 
 def _no_residual(x, W_dec, k):
@@ -259,6 +307,20 @@ def _coefficient_from_x(x, W_dec, k):
         j = (residual @ W_dec.T).argmax(axis=1)
         coeff = np.maximum((x * W_dec[j]).sum(axis=1), 0.0)
         z[rows, j] += coeff
+        residual = residual - coeff[:, None] * W_dec[j]
+    return z
+
+
+def _pursuit_variant(x, W_dec, k, *, clip=True, accumulate=True, once=False):
+    z = np.zeros((len(x), len(W_dec)))
+    rows, residual = np.arange(len(x)), x.copy()
+    for _ in range(k):
+        scores = residual @ W_dec.T
+        if once:
+            scores[z != 0] = -np.inf
+        j = scores.argmax(axis=1)
+        coeff = np.maximum(scores[rows, j], 0.0) if clip else scores[rows, j]
+        z[rows, j] = z[rows, j] + coeff if accumulate else coeff
         residual = residual - coeff[:, None] * W_dec[j]
     return z
 
@@ -281,18 +343,35 @@ def check_matching_pursuit_encode(matching_pursuit_encode: Callable) -> None:
     mistakes = [
         Mistake(
             "no residual update (a linear top-k)",
-            _fresh(_no_residual, _pursuit_case),
+            _no_residual,
             "After each pick, subtract coefficient * W_dec[j] from the residual and score again.",
         ),
         Mistake(
             "coefficients measured on x instead of the residual",
-            _fresh(_coefficient_from_x, _pursuit_case),
+            _coefficient_from_x,
             "The coefficient is the pick's dot product with the *residual*, not with x.",
         ),
         Mistake(
             "picks by |score| (negative coefficients allowed)",
-            _fresh(_absolute_scores, _pursuit_case),
+            _absolute_scores,
             "Latents are non-negative: pick the largest *signed* score and clip it at 0.",
+        ),
+        Mistake(
+            "no clip at 0 (a negative coefficient when every score is negative)",
+            lambda x, W_dec, k: _pursuit_variant(x, W_dec, k, clip=False),
+            "Latents are non-negative: clip the chosen score at 0 before adding it to z.",
+        ),
+        Mistake(
+            "a coefficient overwritten (=) instead of added to (+=)",
+            lambda x, W_dec, k: _pursuit_variant(x, W_dec, k, accumulate=False),
+            "A latent may be picked again in a later round: add the new score to its "
+            "coefficient rather than replacing it.",
+        ),
+        Mistake(
+            "each latent picked at most once",
+            lambda x, W_dec, k: _pursuit_variant(x, W_dec, k, once=True),
+            "Score every latent in every round: a latent picked before may be the best "
+            "match again.",
         ),
     ]
 
@@ -301,8 +380,8 @@ def check_matching_pursuit_encode(matching_pursuit_encode: Callable) -> None:
 
     check_function(
         "check_matching_pursuit_encode",
-        _fresh(matching_pursuit_encode, _pursuit_case),
-        _fresh(reference, _pursuit_case),
-        [(seed,) for seed in range(4)],
+        matching_pursuit_encode,
+        reference,
+        [_pursuit_case(seed) for seed in range(4)],
         mistakes=mistakes,
     )

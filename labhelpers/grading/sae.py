@@ -65,8 +65,24 @@ def _decode_with_W_enc(x, W_enc, b_enc, W_dec, b_dec):
     return z @ W_enc.T + b_dec, z
 
 
+def _dec_transposed(x, W_enc, b_enc, W_dec, b_dec):
+    z = F.relu((x - b_dec) @ W_enc + b_enc)
+    return z @ W_dec.T + b_dec, z
+
+
+def _no_b_dec_out(x, W_enc, b_enc, W_dec, b_dec):
+    z = F.relu((x - b_dec) @ W_enc + b_enc)
+    return z @ W_dec, z
+
+
+def _outputs_swapped(x, W_enc, b_enc, W_dec, b_dec):
+    x_hat, z = _relu_forward(x, W_enc, b_enc, W_dec, b_dec)
+    return z, x_hat
+
+
 def check_relu_sae_forward(relu_sae_forward: Callable) -> None:
     """Check ``relu_sae_forward(x, W_enc, b_enc, W_dec, b_dec) -> (x_hat, z)``."""
+    __tracebackhide__ = True
     cases = [_weights(5, 6, 6, seed=0), _weights(7, 4, 10, seed=10), _weights(16, 8, 24, seed=20)]
     check_function(
         "relu_sae_forward",
@@ -93,6 +109,21 @@ def check_relu_sae_forward(relu_sae_forward: Callable) -> None:
                 "decoding with W_enc.T",
                 _decode_with_W_enc,
                 "Decode with the decoder: z @ W_dec + b_dec (W_dec is [d_sae, d_in]).",
+            ),
+            Mistake(
+                "a transposed decoder",
+                _dec_transposed,
+                "W_dec has shape [d_sae, d_in]: z @ W_dec maps [batch, d_sae] to [batch, d_in].",
+            ),
+            Mistake(
+                "b_dec not added back after decoding",
+                _no_b_dec_out,
+                "The encoder subtracted b_dec, so the decoder adds it back to its output.",
+            ),
+            Mistake(
+                "(z, x_hat) returned in the wrong order",
+                _outputs_swapped,
+                "Return (x_hat, z): the reconstruction first, then the latents.",
             ),
         ],
         atol=1e-5,
@@ -136,12 +167,17 @@ def _loss_mse_mean(x, x_hat, z, W_dec, l1_coeff):
     return (x_hat - x).pow(2).mean() + l1_coeff * (z * W_dec.norm(dim=1)).sum(-1).mean()
 
 
+def _loss_squared_norms(x, x_hat, z, W_dec, l1_coeff):
+    return (x_hat - x).pow(2).sum(-1).mean() + l1_coeff * (z * W_dec.pow(2).sum(1)).sum(-1).mean()
+
+
 def _loss_batch_sum(x, x_hat, z, W_dec, l1_coeff):
     return (x_hat - x).pow(2).sum(-1).sum() + l1_coeff * (z * W_dec.norm(dim=1)).sum()
 
 
 def check_relu_sae_loss(relu_sae_loss: Callable) -> None:
     """Check ``relu_sae_loss(x, x_hat, z, W_dec, l1_coeff) -> scalar loss``."""
+    __tracebackhide__ = True
     check_function(
         "relu_sae_loss",
         relu_sae_loss,
@@ -157,6 +193,11 @@ def check_relu_sae_loss(relu_sae_loss: Callable) -> None:
                 "decoder norms over the wrong axis",
                 _loss_norm_axis,
                 "A feature's direction is a row of W_dec [d_sae, d_in]: take the norm over dim=1.",
+            ),
+            Mistake(
+                "squared decoder norms",
+                _loss_squared_norms,
+                "Weight by the norm ||W_dec[i]|| itself (the square root of the sum of squares).",
             ),
             Mistake(
                 "an MSE averaged over d_in",
@@ -201,8 +242,14 @@ def _topk_abs(pre, k):
     return torch.zeros_like(pre).scatter(-1, indices, F.relu(pre.gather(-1, indices)))
 
 
+def _topk_whole_batch(pre, k):
+    values, indices = pre.reshape(-1).topk(k * len(pre))
+    return torch.zeros(pre.numel()).scatter(0, indices, F.relu(values)).reshape(pre.shape)
+
+
 def check_topk_activation(topk_activation: Callable) -> None:
     """Check ``topk_activation(pre, k) -> z``: the k largest per row, ReLU'd, zeros elsewhere."""
+    __tracebackhide__ = True
     shifted = _randn(6, 9, seed=3) - 1.0  # most entries negative: ReLU matters among the k
     cases = [(_randn(6, 6, seed=1), 2), (shifted, 4), (_randn(12, 30, seed=5), 5)]
     check_function(
@@ -227,6 +274,12 @@ def check_topk_activation(topk_activation: Callable) -> None:
                 _topk_abs,
                 "Rank by the signed pre-activation, not its absolute value.",
             ),
+            Mistake(
+                "the k * batch largest of the whole batch (BatchTopK)",
+                _topk_whole_batch,
+                "That is BatchTopK, later in this notebook; here each row keeps exactly its "
+                "own k largest, whatever the other rows hold: topk along dim=-1.",
+            ),
         ],
     )
 
@@ -240,6 +293,7 @@ def _normalize_rows(W_dec):
 
 def check_normalize_decoder_rows(normalize_decoder_rows: Callable) -> None:
     """Check ``normalize_decoder_rows(W_dec) -> W_dec`` with every row of unit norm."""
+    __tracebackhide__ = True
     cases = [(_randn(6, 6, seed=7) * 3,), (_randn(10, 4, seed=8),), (_randn(32, 8, seed=9) * 0.1,)]
     check_function(
         "normalize_decoder_rows",
@@ -256,6 +310,12 @@ def check_normalize_decoder_rows(normalize_decoder_rows: Callable) -> None:
                 "forgetting the decoder-norm constraint",
                 lambda W: W,
                 "Divide each row by its L2 norm so that every feature direction has length 1.",
+            ),
+            Mistake(
+                "norms without keepdim=True",
+                lambda W: W / W.norm(dim=1),
+                "W_dec.norm(dim=1) has shape [d_sae]; dividing by it lines the norms up with "
+                "the columns. Keep the dimension (keepdim=True) so each row is divided by its own norm.",
             ),
             Mistake(
                 "dividing by the squared norm",

@@ -47,6 +47,18 @@ def _steer_subtract(act, direction, alpha, positions):
     return _steer(act, direction, -alpha, positions)
 
 
+def _steer_batch_axis(act, direction, alpha, positions):
+    out = act.clone()
+    out[slice(1, None) if positions is None else positions] += alpha * direction
+    return out
+
+
+def _steer_never_bos(act, direction, alpha, positions):
+    if positions is None:
+        return _steer(act, direction, alpha, positions)
+    return _steer(act, direction, alpha, [p for p in positions if p != 0])
+
+
 def _steer_cases() -> list[tuple]:
     cases = []
     for seed, (batch, pos, d), alpha, positions in (
@@ -64,6 +76,7 @@ def _steer_cases() -> list[tuple]:
 
 def check_steer(steer: Callable) -> None:
     """Check ``steer(act [batch, pos, d], direction [d], alpha, positions) -> [batch, pos, d]``."""
+    __tracebackhide__ = True
     check_function(
         "steer",
         steer,
@@ -90,6 +103,17 @@ def check_steer(steer: Callable) -> None:
                 "subtracting the push",
                 _steer_subtract,
                 "Steering adds alpha * direction; a negative alpha is what pushes the other way.",
+            ),
+            Mistake(
+                "indexing the batch axis instead of the positions",
+                _steer_batch_axis,
+                "act is [batch, pos, d]: positions index the second axis, for every batch row.",
+            ),
+            Mistake(
+                "leaving out position 0 from a given list",
+                _steer_never_bos,
+                "Only positions=None means 'all but 0'; a list names exactly the positions "
+                "to steer, 0 included when it is listed.",
             ),
         ],
         atol=1e-5,
@@ -131,6 +155,28 @@ def _argsort_once(x, y):
     return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
 
 
+def _rank_formula(x, y):
+    rx = _ranks_with_ties(np.asarray(x, dtype=float))
+    ry = _ranks_with_ties(np.asarray(y, dtype=float))
+    n = len(rx)
+    return float(1 - 6 * np.sum((rx - ry) ** 2) / (n * (n**2 - 1)))
+
+
+def _lowest_rank_for_ties(x, y):
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        return np.searchsorted(np.sort(v), v).astype(float)
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
+def _dense_ranks(x, y):
+    def ranks(v):
+        return np.unique(np.asarray(v, dtype=float), return_inverse=True)[1].astype(float)
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
 def _rank_cases() -> list[tuple]:
     # dose-response shapes: flat at zero then rising (ties), saturating, and noisy
     return [
@@ -143,6 +189,7 @@ def _rank_cases() -> list[tuple]:
 
 def check_rank_correlation(rank_correlation: Callable) -> None:
     """Check ``rank_correlation(x, y) -> float``: Spearman's rho, ties given their mean rank."""
+    __tracebackhide__ = True
     check_function(
         "rank_correlation",
         rank_correlation,
@@ -166,6 +213,24 @@ def check_rank_correlation(rank_correlation: Callable) -> None:
                 _argsort_once,
                 "argsort gives the order of the indices, not each value's rank; rank = the "
                 "position of each value in the sorted list.",
+            ),
+            Mistake(
+                "the 1 - 6 Σd² / (n(n² - 1)) shortcut",
+                _rank_formula,
+                "That shortcut equals Spearman's rho only when no values are tied; take the "
+                "Pearson correlation of the ranks instead.",
+            ),
+            Mistake(
+                "tied values given their lowest rank",
+                _lowest_rank_for_ties,
+                "Tied values share the *mean* of the ranks they span (ranks 0 and 1 tied: "
+                "both 0.5), not the first of them.",
+            ),
+            Mistake(
+                "dense ranks (np.unique's inverse)",
+                _dense_ranks,
+                "np.unique numbers the distinct values 0, 1, 2, ..., so a tie takes up one "
+                "rank instead of all the ranks it spans; tied values share the mean of those.",
             ),
         ],
         atol=1e-6,

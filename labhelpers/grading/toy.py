@@ -170,6 +170,16 @@ def _dimensionality_unnormalised(W):
     return W.norm(dim=1) ** 2 / overlap.sum(-1).clamp_min(1e-8)
 
 
+def _dimensionality_both_unit(W):
+    unit = W / W.norm(dim=1)[:, None, :].clamp_min(1e-8)
+    overlap = torch.einsum("ihf,ihg->ifg", unit, unit) ** 2
+    return W.norm(dim=1) ** 2 / overlap.sum(-1).clamp_min(1e-8)
+
+
+def _dimensionality_numerator_unsquared(W):
+    return toy.feature_dimensionality(W) / W.norm(dim=1).clamp_min(1e-8)
+
+
 def _dimensionality_without_self(W):
     norms = W.norm(dim=1)
     return norms**2 / toy.superposition(W).clamp_min(1e-8)
@@ -207,6 +217,17 @@ def check_feature_dimensionality(learner_fn: Callable[..., Any]) -> None:
                 "dot products of un-normalised columns",
                 _dimensionality_unnormalised,
                 "Normalise feature i's column first: Ŵ_i = W_i / ||W_i||, then dot it with W_j.",
+            ),
+            Mistake(
+                "both columns normalised in the dot products",
+                _dimensionality_both_unit,
+                "Only feature i's column is normalised: the denominator uses Ŵ_i · W_j, so the "
+                "other features keep their lengths.",
+            ),
+            Mistake(
+                "an unsquared norm in the numerator",
+                _dimensionality_numerator_unsquared,
+                "The numerator is the *squared* norm ||W_i||^2.",
             ),
             Mistake(
                 "leaving the feature itself out of the denominator",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from labhelpers.grading.core import Mistake, check_function
 
@@ -46,8 +47,18 @@ def _enc_transposed(W_dec_up, W_enc, ln_weight):
     return ((W_dec_up - W_dec_up.mean(-1, keepdim=True)) * ln_weight) @ W_enc.T
 
 
+def _centred_after_weight(W_dec_up, W_enc, ln_weight):
+    weighted = W_dec_up * ln_weight
+    return (weighted - weighted.mean(-1, keepdim=True)) @ W_enc
+
+
+def _full_layer_norm(W_dec_up, W_enc, ln_weight):
+    return F.layer_norm(W_dec_up, W_dec_up.shape[-1:], weight=ln_weight) @ W_enc
+
+
 def check_direct_weights(direct_weights: Callable) -> None:
     """Check ``direct_weights(W_dec_up, W_enc, ln_weight) -> [n_up, d_sae]``."""
+    __tracebackhide__ = True
     check_function(
         "direct_weights",
         direct_weights,
@@ -65,6 +76,18 @@ def check_direct_weights(direct_weights: Callable) -> None:
                 _no_ln_weight,
                 "After centring and dividing by its scale, LayerNorm multiplies by its weight "
                 "[d_model]: multiply the centred rows by ln_weight.",
+            ),
+            Mistake(
+                "centring after multiplying by ln_weight",
+                _centred_after_weight,
+                "LayerNorm centres first and applies its weight last: centre the rows of "
+                "W_dec_up, then multiply by ln_weight.",
+            ),
+            Mistake(
+                "each row divided by its own scale (a full LayerNorm of W_dec_up)",
+                _full_layer_norm,
+                "sigma is the scale of the token's whole residual vector, not of this "
+                "direction, and it stays outside V: centre and weight the rows, do not divide them.",
             ),
             Mistake(
                 "centring over the wrong axis",

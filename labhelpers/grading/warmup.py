@@ -55,9 +55,19 @@ def check_cosine(cosine: Callable[[np.ndarray, np.ndarray], float]) -> None:
             "Divide by the norm of *both* vectors.",
         ),
         Mistake(
+            "a division by only one norm",
+            lambda a, b: float(np.dot(a, b) / np.linalg.norm(b)),
+            "Divide by the norm of *both* vectors.",
+        ),
+        Mistake(
             "a division by squared norms",
             lambda a, b: float(np.dot(a, b) / (a @ a * (b @ b))),
             "Use the norms (square roots), not the squared norms.",
+        ),
+        Mistake(
+            "the absolute value of the cosine",
+            lambda a, b: abs(reference_cosine(a, b)),
+            "Keep the sign: directions pointing opposite ways have a cosine of -1.",
         ),
     ]
     check_function("check_cosine", cosine, reference_cosine, _vectors(5, 6), mistakes=mistakes)
@@ -86,6 +96,12 @@ def check_superpose(superpose: Callable[[np.ndarray, np.ndarray], np.ndarray]) -
             "a sum over the wrong axis",
             lambda D, c: (c[:, None] * D).sum(axis=1),
             "Sum over the directions (axis 0), keeping the d model dimensions.",
+        ),
+        Mistake(
+            "the matrix product in the wrong order (directions @ coefficients)",
+            lambda D, c: D @ c,
+            "directions is [n_features, d]: the product must pair each coefficient with a "
+            "row and sum over n_features, leaving d numbers.",
         ),
     ]
     check_function("check_superpose", superpose, reference_superpose, cases, mistakes=mistakes)
@@ -132,6 +148,17 @@ def check_sae_objective(sae_objective: Callable[..., float]) -> None:
             lambda t, r, z, lam: float(np.mean((t - r) ** 2) + np.abs(z).sum()),
             "Multiply the L1 term by sparsity_weight (lambda).",
         ),
+        Mistake(
+            "an averaged (not summed) L1 norm",
+            lambda t, r, z, lam: float(np.mean((t - r) ** 2) + lam * np.abs(z).mean()),
+            "The L1 norm adds up |z| over every entry of the code; only the squared error "
+            "is averaged.",
+        ),
+        Mistake(
+            "an absolute (not squared) reconstruction error",
+            lambda t, r, z, lam: float(np.mean(np.abs(t - r)) + lam * np.abs(z).sum()),
+            "Square the differences (target - reconstructed) before averaging them.",
+        ),
     ]
     check_function(
         "check_sae_objective", sae_objective, reference_sae_objective, cases, mistakes=mistakes
@@ -152,7 +179,8 @@ def check_top_k_sparse(top_k_sparse: Callable[[np.ndarray, int], np.ndarray]) ->
     """Check ``top_k_sparse(values [n], k) -> values with all but the k largest set to 0``."""
     __tracebackhide__ = True
     rng = np.random.default_rng(4)
-    cases = [(np.array([0.1, 2.4, 0.3, 1.7, 0.05]), 2), (np.array([-3.0, 0.5, -0.2, 1.0]), 1)]
+    # k = 3 in the second case keeps a negative value, so a ReLU on the kept values shows.
+    cases = [(np.array([0.1, 2.4, 0.3, 1.7, 0.05]), 2), (np.array([-3.0, 0.5, -0.2, 1.0]), 3)]
     cases += [(rng.normal(size=12), k) for k in (1, 3, 6)]
 
     def smallest(v: np.ndarray, k: int) -> np.ndarray:
@@ -182,6 +210,12 @@ def check_top_k_sparse(top_k_sparse: Callable[[np.ndarray, int], np.ndarray]) ->
             "a selection by magnitude |v|",
             by_magnitude,
             "TopK keeps the largest *values* (pre-activations), not the largest magnitudes.",
+        ),
+        Mistake(
+            "a ReLU on the kept values",
+            lambda v, k: np.maximum(reference_top_k_sparse(v, k), 0.0),
+            "This exercise keeps the k largest values as they are, negative ones included; "
+            "the SAE's ReLU is a separate step.",
         ),
     ]
     check_function(
@@ -215,6 +249,11 @@ def check_add_scaled_direction(add_scaled_direction: Callable[..., np.ndarray]) 
             lambda v, d, s: s * v + d,
             "Multiply the direction by the scale, and leave the activation as it is.",
         ),
+        Mistake(
+            "a normalised direction",
+            lambda v, d, s: v + s * d / np.linalg.norm(d),
+            "Add the direction as given: its length is part of how hard you push.",
+        ),
     ]
     check_function(
         "check_add_scaled_direction",
@@ -240,7 +279,14 @@ def check_ablation_effect(ablation_effect: Callable[..., float]) -> None:
     weights = {"credential_safety": 1.2, "urgency": 0.1, "formatting": 0.0, "negation": -0.5}
 
     def score(features: Mapping[str, float]) -> float:
-        return sum(features.get(k, 0.0) * w for k, w in weights.items())
+        # Like the notebook's score, it reads every feature, so a left-out one is an error.
+        missing = [k for k in weights if k not in features]
+        if missing:
+            raise LookupError(
+                f"score() needs every feature, but the dict it got has no {missing[0]!r}: "
+                "set the ablated feature to 0.0 instead of leaving it out"
+            )
+        return sum(features[k] * w for k, w in weights.items())
 
     observed = {"credential_safety": 0.9, "urgency": 0.8, "formatting": 0.7, "negation": 0.4}
     cases = [(score, observed, name) for name in weights]
