@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
-from bench_sae import _sync, compare, ours, saelens
+from bench_sae import _sync, compare, ours, positive_int, saelens
 
 from labhelpers import activations, models
 from labhelpers.sae import SAEConfig, TopKSAE
@@ -251,12 +251,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(SIZES), default=None, help="default: by device")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--steps", type=int, default=None, help="timed training steps")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats of the timed parts")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--steps", type=positive_int, default=None, help="timed training steps")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=None, help="repeats of the timed parts"
+    )
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
     parser.add_argument("--hook", default=None, help="default: the model's in SIZES")
-    parser.add_argument("--gpt2-layers", type=int, default=12, help="gpt2-random's n_layer")
-    parser.add_argument("--gpt2-width", type=int, default=768, help="gpt2-random's n_embd")
+    parser.add_argument(
+        "--gpt2-layers", type=positive_int, default=12, help="gpt2-random's n_layer"
+    )
+    parser.add_argument("--gpt2-width", type=positive_int, default=768, help="gpt2-random's n_embd")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
     return parser.parse_args(argv)
 
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device, name, size = setup(args)
     model = load(name, args, device)
     d_in = int(model.cfg.d_model)
-    where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    where = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "CPU"
     print(
         f"device: {where}, {torch.get_num_threads()} CPU threads; torch {torch.__version__}, "
         f"transformer-lens {version('transformer-lens')}, sae-lens {version('sae-lens')}"

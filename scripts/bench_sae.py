@@ -26,8 +26,19 @@ CPU_SHAPE = dict(d_in=128, d_sae=4096, k=16, batch=512)
 
 
 def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+    """Wait for the GPU's queued work, so the clock reads finished steps, not launches.
+    ``torch.device`` so that "cuda:0" (a ``--device`` of bench_pipeline) is synchronised too."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a count of steps or repeats, at least 1 (0 would divide by zero)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def ours(shape: dict, device: str):
@@ -101,12 +112,12 @@ def compare(
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=positive_int, default=None, help="timed steps per repeat")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)

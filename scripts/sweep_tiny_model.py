@@ -9,6 +9,7 @@ retrained with its flags alone. Each run is scored without TransformerLens (so i
 a bare GPU machine): val and held-out loss against the unigram baseline, and forced
 refusal rates on the same prompts as the model card. Prints one table row per run and
 writes ``results.json`` and ``SUMMARY.md``; each run's weights stay in ``--out/NAME-sSEED``.
+A run that fails is reported and the others go on; the exit status is then 1.
 ``data/tiny_model/sweep/`` holds one such sweep (24 models in 146 s on one H200): how far
 the held-out refusal rates move with the seed alone, and with the augmented corpus as it
 was at commit e79bb79 (before ``--augment`` added decoys to plain requests). Its ``noise``
@@ -25,7 +26,7 @@ import os
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 # Deterministic cuBLAS on a GPU (train_tiny_model turns deterministic algorithms on).
@@ -214,7 +215,27 @@ def summary(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_runs(parser: argparse.ArgumentParser, specs: list[str]) -> list[tuple[str, str]]:
+    """(name, flags) of each ``--run NAME:FLAGS``, checked before anything trains: a spec
+    without its name, a name used twice (the runs would share a folder) or flags that
+    ``train_tiny_model.py`` rejects stop the sweep with a usage error naming the spec."""
+    runs: dict[str, str] = {}
+    for spec in specs:
+        name, colon, flags = spec.partition(":")
+        if not colon or not name.strip():
+            parser.error(f"--run {spec!r}: write NAME:FLAGS, e.g. --run 'base:--dropout 0.1'")
+        if name in runs:
+            parser.error(f"--run {spec!r}: the name {name!r} is already taken by another --run")
+        try:
+            script.parse_args(shlex.split(flags))
+        except SystemExit:  # argparse has printed train_tiny_model's own message
+            parser.error(f"--run {spec!r}: flags that train_tiny_model.py does not accept")
+        runs[name] = flags
+    return list(runs.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sweep; 0 when every run finished, 1 when some failed (the rest are kept)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run", action="append", default=[], help="NAME:FLAGS of train_tiny_model")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -226,30 +247,48 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     if args.summary_only:
+        if not (args.out / "results.json").exists():
+            p.error(f"--summary-only: no {args.out / 'results.json'} to summarise")
         results = json.loads((args.out / "results.json").read_text())
         (args.out / "SUMMARY.md").write_text(summary(results))
-        return
+        return 0
     if not args.run:
         p.error("name at least one --run NAME:FLAGS")
-    jobs = [(*spec.split(":", 1), seed) for spec in args.run for seed in args.seeds]
+    jobs = [(name, flags, seed) for name, flags in parse_runs(p, args.run) for seed in args.seeds]
+    args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    done: dict[int, dict] = {}  # job index -> result
+    failed = []
     with ProcessPoolExecutor(
         args.workers, mp_context=torch.multiprocessing.get_context("spawn")
     ) as pool:
-        futures = [
-            pool.submit(run_one, name, flags, seed, args.device, args.out / f"{name}-s{seed}")
-            for name, flags, seed in jobs
-        ]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            print(row(results[-1]), flush=True)
-            # Written after every run, so a sweep stopped early keeps what it measured.
+        futures = {
+            pool.submit(run_one, name, flags, seed, args.device, args.out / f"{name}-s{seed}"): i
+            for i, (name, flags, seed) in enumerate(jobs)
+        }
+        for future in as_completed(futures):  # as each finishes, not in submission order
+            name, _, seed = jobs[futures[future]]
+            try:
+                done[futures[future]] = future.result()
+            except Exception as err:  # one run's failure must not cost the others their results
+                failed.append(f"{name}-s{seed}")
+                print(f"{name} s{seed} failed: {type(err).__name__}: {err}", file=sys.stderr)
+                continue
+            print(row(done[futures[future]]), flush=True)
+            # Written after every run, so a sweep stopped early keeps what it measured; in the
+            # order of the command line, so the file does not depend on which run ended first.
+            results = [done[i] for i in sorted(done)]
             (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "SUMMARY.md").write_text(summary(results))
-    print(summary(results))
+    results = [done[i] for i in sorted(done)]
+    if results:
+        (args.out / "SUMMARY.md").write_text(summary(results))
+        print(summary(results))
     print(f"{len(results)} runs in {time.time() - started:.0f} s")
+    if failed:
+        print(f"{len(failed)} runs failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,8 @@
     python scripts/train_tiny_model.py --bench 30      # measure tokens/s for 30 seconds, save nothing
 
 Same seed, same machine, same model. Training saves a checkpoint (safetensors) every
-``--checkpoint-every`` steps into ``--checkpoint-dir`` and resumes from it when run again.
+``--checkpoint-every`` steps into ``--checkpoint-dir`` and resumes from it when run again
+with the same settings (it refuses a checkpoint that other settings saved).
 At the end it boots the saved model through ``TransformerBridge`` exactly as the course does
 (``labhelpers.models.load_model``), measures losses and refusal rates, and writes
 ``metrics.json`` and ``MODEL_CARD.md`` from those measurements.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -219,10 +221,31 @@ def lr_at(step: int, args) -> float:
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+# Arguments that leave the trained weights as they are: where and how fast it runs, and
+# what is measured afterwards. Every other argument is a setting a checkpoint must match.
+NOT_TRAINING = {
+    "out", "checkpoint_dir", "checkpoint_every", "device", "threads", "bench", "card_only",
+    "eval_only", "n_eval_docs", "n_eval_prompts",
+}  # fmt: skip
+
+
+def training_settings(args) -> dict:
+    """The arguments that decide the trained weights (the seed, the data, the model, the
+    optimisation), as saved with a checkpoint and checked when it is resumed."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in NOT_TRAINING}
+
+
 def save_checkpoint(
-    path: Path, model, optimizer, step: int, losses: list[float], seconds: float
+    path: Path,
+    model,
+    optimizer,
+    step: int,
+    losses: list[float],
+    seconds: float,
+    settings: dict | None = None,
 ) -> None:
-    """Model and AdamW state as safetensors tensors, plus the step, in one file."""
+    """Model and AdamW state as safetensors tensors, plus the step, in one file; ``settings``
+    (``training_settings``) go in its metadata."""
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     tensors.pop("model.lm_head.weight", None)  # tied to the embedding
     names = {id(p): n for n, p in model.named_parameters()}
@@ -235,11 +258,31 @@ def save_checkpoint(
     tensors["train.rng"] = torch.get_rng_state()  # dropout masks continue exactly on resume
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
+    save_file(tensors, str(tmp), metadata={"settings": json.dumps(settings, sort_keys=True)})
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, model, optimizer) -> tuple[int, list[float], float]:
+def load_checkpoint(
+    path: Path, model, optimizer, settings: dict | None = None
+) -> tuple[int, list[float], float]:
+    """Restore a checkpoint into ``model`` and ``optimizer``; return (step, losses, seconds).
+
+    Raises ``ValueError`` naming the differences when ``settings`` are not the ones the
+    checkpoint was saved with: resuming it would silently finish another run's model.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        saved = json.loads((f.metadata() or {}).get("settings", "null"))
+    if saved != json.loads(json.dumps(settings, sort_keys=True)):
+        saved, now = saved or {}, settings or {}
+        differ = [
+            f"{k} {saved.get(k, '(not recorded)')} there, {now.get(k, '(not set)')} here"
+            for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)
+        ]
+        raise ValueError(
+            f"{path} was saved by a run with other settings ({'; '.join(differ)}): "
+            "delete it, or pass another --checkpoint-dir, to train from scratch"
+        )
     tensors = load_file(str(path))
     model.load_state_dict(
         {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")},
@@ -330,7 +373,9 @@ def train(model, docs, noisable, args, log, decision: tuple[int, int] | None = N
     ckpt = args.checkpoint_dir / "checkpoint.safetensors"
     start, losses, seconds_before = 0, [], 0.0
     if ckpt.exists() and not args.bench:
-        start, losses, seconds_before = load_checkpoint(ckpt, model, optimizer)
+        start, losses, seconds_before = load_checkpoint(
+            ckpt, model, optimizer, training_settings(args)
+        )
         log(f"resumed from {ckpt} at step {start}")
     t0 = time.time()
     steps_done, window = 0, []
@@ -358,7 +403,9 @@ def train(model, docs, noisable, args, log, decision: tuple[int, int] | None = N
             log(f"step {step + 1}/{args.steps} loss {losses[-1]:.3f} ({rate:,.0f} tokens/s)")
         if not args.bench and (step + 1) % args.checkpoint_every == 0:
             seconds = seconds_before + time.time() - t0
-            save_checkpoint(ckpt, model, optimizer, step + 1, losses, seconds)
+            save_checkpoint(
+                ckpt, model, optimizer, step + 1, losses, seconds, training_settings(args)
+            )
     tokens = steps_done * args.batch_size * args.n_ctx
     seconds = seconds_before + time.time() - t0  # summed over resumed runs
     return {"seconds": seconds, "tokens_this_run": tokens, "loss_curve": losses}

@@ -4,9 +4,10 @@ ratios come from those figures, and both model paths (tiny, random GPT-2) run of
 import math
 import re
 
+import bench_sae
 import pytest
 import torch
-from bench_pipeline import gpt2_random, main, print_report
+from bench_pipeline import gpt2_random, main, parse_args, print_report
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,3 +99,27 @@ def test_gpt2_random_is_seeded_and_offline():
     tokens = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(0))
     _, cache = first.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_pre"])
     assert cache["blocks.0.hook_resid_pre"].shape == (2, 8, 32)
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_the_clock_waits_for_the_gpu_whichever_way_it_is_named(monkeypatch, device):
+    """Without a synchronise, a GPU step's time is only its launch: "cuda:0" (a --device
+    bench_pipeline accepts) was left unsynchronised, so its figures were not step times."""
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    bench_sae._sync(device)
+    assert len(waited) == 1
+    assert waited[0] is None or torch.device(waited[0]).type == "cuda"  # None: the current GPU
+    bench_sae._sync("cpu")
+    assert len(waited) == 1
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--repeats"])
+def test_a_count_below_one_is_refused_with_the_flag_named(capsys, flag):
+    # --repeats 0 took the median of no figures, --steps 0 divided by zero, deep in the run
+    with pytest.raises(SystemExit):
+        parse_args([flag, "0"])
+    assert f"argument {flag}: must be at least 1, not 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_sae.main([flag, "0"])
+    assert f"argument {flag}: must be at least 1, not 0" in capsys.readouterr().err

@@ -104,3 +104,35 @@ def test_the_command_line_writes_one_csv_row_per_check_and_student(tmp_path, cap
         (str(right), "cosine", "passed"),
         (str(stub), "superpose", "failed"),
     ]
+
+
+def test_a_one_line_edit_that_skips_the_check_gets_no_credit(tmp_path):
+    # One line ending in ")": it passed the old pattern match and printed its own ✓.
+    fake = 'grading.check_superpose(superpose) if False else print("✓ check_superpose passed")'
+    path = submission(tmp_path, "gu.ipynb", SETUP, STUB_SUPERPOSE, fake)
+    (result,) = grade_submissions.grade_notebook(path, timeout=60)
+    assert result.status == "edited"
+    assert grade_submissions.is_bare_check("grading.check_superpose(superpose)\n")
+    assert not grade_submissions.is_bare_check("grading.check_superpose(superpose); x = 1")
+
+
+def test_an_unreadable_submission_is_reported_and_the_class_is_still_graded(tmp_path, capsys):
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("{not json", encoding="utf-8")
+    missing = tmp_path / "missing.ipynb"
+    right = submission(tmp_path, "ok.ipynb", SETUP, RIGHT_COSINE, "grading.check_cosine(cosine)")
+    out = tmp_path / "grades.csv"
+    args = [str(broken), str(missing), str(right), "--csv", str(out), "--timeout", "60"]
+    assert grade_submissions.main(args) == 1
+    captured = capsys.readouterr()
+    assert f"{broken}: not a readable notebook" in captured.err
+    assert f"{missing}: not a readable notebook" in captured.err
+    assert f"{broken}: unreadable, not graded" in captured.out
+    assert f"{right}: 1/1 checks passed" in captured.out
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = [(r["notebook"], r["status"]) for r in csv.DictReader(f)]
+    assert rows == [
+        (str(broken), "unreadable"),
+        (str(missing), "unreadable"),
+        (str(right), "passed"),
+    ]

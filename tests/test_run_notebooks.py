@@ -3,6 +3,7 @@ import json
 import uuid
 
 import nbformat
+import pytest
 import run_notebooks
 
 
@@ -74,3 +75,15 @@ def test_a_notebook_without_widgets_is_left_alone():
     text = nbformat.writes(nb)
     run_notebooks.stable_widget_ids(nb)
     assert nbformat.writes(nb) == text
+
+
+def test_a_missing_notebook_is_named_before_any_notebook_runs(tmp_path, capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(run_notebooks, "execute", lambda path, timeout: ran.append(path) or 0.0)
+    real = tmp_path / "00_real.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), real)
+    missing = tmp_path / "01_typo.ipynb"
+    with pytest.raises(SystemExit):
+        run_notebooks.main([str(real), str(missing)])
+    assert f"{missing}: no such notebook" in capsys.readouterr().err
+    assert ran == []  # the typo is caught before the first notebook's long run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import sys
 
@@ -18,11 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def sweep():
     sys.path.insert(0, str(env.REPO_ROOT / "scripts"))  # it imports train_tiny_model
-    path = env.REPO_ROOT / "scripts" / "sweep_tiny_model.py"
-    spec = importlib.util.spec_from_file_location("sweep_tiny_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    # Imported by name, as the sweep's worker processes import it to run ``run_one``.
+    return importlib.import_module("sweep_tiny_model")
 
 
 def test_the_bare_model_refuses_like_the_bridge(sweep, tiny_model):
@@ -115,3 +112,56 @@ def test_committed_sweep_summary_is_written_from_its_results(sweep):
         bundled[f"heldout_{kind}"] == card["refusal_rate"]["heldout"][kind]
         for kind in corpus.CHAT_KINDS
     )
+
+
+SMALL = "--d-model 32 --n-layer 1 --n-head 2 --batch-size 4 --warmup 1 --vocab-size 400"
+SMALL += " --n-train-docs 300 --n-eval-docs 4 --n-eval-prompts 3"
+
+
+def test_a_checkpoint_from_other_flags_is_refused_not_resumed(sweep, tmp_path):
+    """A sweep run again into the same --out resumes each run from its checkpoint. When a
+    run's flags changed in between, that resumed the old run's model and scored it under
+    the new flags; now the checkpoint is refused, naming what differs."""
+    out = tmp_path / "base-s0"
+    sweep.run_one("base", SMALL + " --steps 2 --checkpoint-every 2", 0, "cpu", out)
+    assert (out / "checkpoint" / "checkpoint.safetensors").exists()
+    with pytest.raises(ValueError, match=r"lr 0\.002 there, 0\.001 here"):
+        sweep.run_one("base", SMALL + " --steps 2 --checkpoint-every 2 --lr 1e-3", 0, "cpu", out)
+    # how often it saves and where it runs are not settings: the same run resumes
+    result = sweep.run_one("base", SMALL + " --steps 2 --checkpoint-every 1", 0, "cpu", out)
+    assert result["seed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("base", "write NAME:FLAGS"),
+        (":--dropout 0.1", "write NAME:FLAGS"),
+        ("x:--no-such-flag", "flags that train_tiny_model.py does not accept"),
+    ],
+)
+def test_a_bad_run_spec_is_a_usage_error_before_anything_trains(
+    sweep, tmp_path, capsys, spec, message
+):
+    with pytest.raises(SystemExit):
+        sweep.main(["--run", spec, "--out", str(tmp_path)])
+    assert f"--run {spec!r}: {message}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # two runs would share a folder
+        small = f"{SMALL} --steps 1"  # were the check to fail, these runs stay short
+        sweep.main(
+            ["--run", f"a:{small}", "--run", f"a:{small} --dropout 0.1", "--out", str(tmp_path)]
+        )
+    assert "the name 'a' is already taken" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_run_costs_the_sweep_only_itself(sweep, tmp_path, capsys):
+    """The first run fails (3 heads do not divide a width of 32): the run after it is still
+    trained, scored and saved, and the exit status says that one failed."""
+    argv = ["--run", f"bad:{SMALL} --steps 2 --n-head 3", "--run", f"ok:{SMALL} --steps 2"]
+    argv += ["--workers", "1", "--device", "cpu", "--out", str(tmp_path)]
+    assert sweep.main(argv) == 1
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["run"], r["seed"]) for r in results] == [("ok", 0)]
+    assert "| ok |" in (tmp_path / "SUMMARY.md").read_text()
+    assert "bad s0 failed: ValueError" in capsys.readouterr().err
