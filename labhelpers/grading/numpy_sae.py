@@ -78,36 +78,36 @@ def check_sae_forward(sae_forward: Callable) -> None:
     mistakes = [
         Mistake(
             "a missing ReLU",
-            _fresh(lambda x, p: _forward_without(x, p, relu=False), _forward_case),
+            lambda x, p: _forward_without(x, p, relu=False),
             "z is the ReLU of the pre-activation: np.maximum(pre, 0.0).",
         ),
         Mistake(
             "the encoder bias left out",
-            _fresh(lambda x, p: _forward_without(x, p, b_enc=False), _forward_case),
+            lambda x, p: _forward_without(x, p, b_enc=False),
             "The pre-activation is x @ W_enc + b_enc.",
         ),
         Mistake(
             "the decoder bias left out",
-            _fresh(lambda x, p: _forward_without(x, p, b_dec=False), _forward_case),
+            lambda x, p: _forward_without(x, p, b_dec=False),
             "The reconstruction is z @ W_dec + b_dec.",
         ),
         Mistake(
             "pre changed by an in-place ReLU",
-            _fresh(_forward_in_place_relu, _forward_case),
+            _forward_in_place_relu,
             "z = pre does not copy: setting z's negative entries to 0 changes pre too, and "
             "the backward pass needs pre's negative entries. Build z as a new array.",
         ),
         Mistake(
             "(z, pre, x_hat) returned in the wrong order",
-            _fresh(_forward_swapped, _forward_case),
+            _forward_swapped,
             "Return (pre, z, x_hat): the pre-activation first, then the ReLU'd latents.",
         ),
     ]
     check_function(
         "check_sae_forward",
-        _fresh(sae_forward, _forward_case),
-        _fresh(numpy_sae.forward, _forward_case),
-        [(seed,) for seed in range(len(SHAPES))],
+        sae_forward,
+        numpy_sae.forward,
+        [_forward_case(seed) for seed in range(len(SHAPES))],  # arrays, so a change to them is seen
         mistakes=mistakes,
     )
 
