@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
-from bench_sae import _sync, compare, ours, positive_int, saelens
+from bench_sae import WARMUP_BATCHES, _sync, compare, ours, positive_int, saelens
 
 from labhelpers import activations, models
 from labhelpers.sae import SAEConfig, TopKSAE
@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"model: {name} ({model.cfg.n_layers} layers, d_model {d_in}), hook {size['hook']}; "
         f"SAE: TopK d_in {d_in}, d_sae {size['d_sae']}, k {size['k']}, float32; "
         f"batch {size['batch']} tokens, context {size['context']}, "
-        f"{size['warmup']} warm-up + {size['steps']} timed steps, {size['repeats']} repeats"
+        f"{size['steps']} timed steps after {size['warmup']} warm-up steps end to end "
+        f"({WARMUP_BATCHES} in the trainer-only comparison), {size['repeats']} repeats"
     )
     n_steps = size["warmup"] + size["steps"]
     # Enough tokens for the harvest's two warm-up batches, the training steps and a full

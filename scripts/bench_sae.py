@@ -97,13 +97,16 @@ def time_steps(step, batches: list[torch.Tensor], device: str) -> float:
     return len(batches) / (time.perf_counter() - start)
 
 
+WARMUP_BATCHES = 3  # untimed steps per contender before compare() starts the clock
+
+
 def compare(
     steps: dict, batches: list[torch.Tensor], device: str, repeats: int
 ) -> dict[str, float]:
     """Median steps/s of each contender; repeats alternate between them so that a busy
     machine (other jobs on a shared CPU) slows both alike."""
     for step in steps.values():  # warm-up: allocations, kernels, lazy imports
-        for x in batches[:3]:
+        for x in batches[:WARMUP_BATCHES]:
             step(x)
     rates: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
