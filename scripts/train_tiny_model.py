@@ -597,8 +597,8 @@ def training_flags(argv: list[str]) -> str:
     for word in argv:
         if skip:
             skip = False
-        elif word in NOT_SETTINGS:
-            skip = True
+        elif word.split("=", 1)[0] in NOT_SETTINGS:
+            skip = "=" not in word  # "--seed 3" spans two words, "--seed=3" one
         else:
             kept.append(word)
     return shlex.join(kept)

@@ -508,6 +508,9 @@ def test_training_flags_keep_what_the_model_is_and_drop_where_it_trains():
     argv = ["--augment", "--out", "/tmp/m", "--dropout", "0.1", "--seed", "3", "--device", "cuda"]
     assert script.training_flags(argv) == "--augment --dropout 0.1"
     assert script.training_flags([]) == ""
+    assert script.training_flags(["--seed=3", "--augment", "--out=/tmp/m", "--lr", "0.001"]) == (
+        "--augment --lr 0.001"
+    )
 
 
 def test_refusal_by_task_counts_templates_refused_answered_and_mixed():
