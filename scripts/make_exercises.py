@@ -33,8 +33,11 @@ def stub_source(source: str) -> str:
     out: list[str] = []
     block: list[str] | None = None
     indent = ""
+    function = None  # the def the block sits in, named in the stub's error
     for line in source.splitlines():
         stripped = line.strip()
+        if block is None and (match := re.match(r"\s*def (\w+)\(", line)):
+            function = match.group(1)
         if stripped == BEGIN:
             if block is not None:
                 raise ValueError(f"nested {BEGIN!r} in:\n{source}")
@@ -45,9 +48,9 @@ def stub_source(source: str) -> str:
             hints = [b.strip()[len(HINT) :].strip() for b in block if b.strip().startswith(HINT)]
             out.append(f"{indent}# YOUR CODE HERE")
             out.extend(f"{indent}# Hint: {hint}" for hint in hints)
-            out.append(
-                f'{indent}raise NotImplementedError("exercise: replace this line with your code")'
-            )
+            unwritten = f"{function}() is not written yet: " if function and indent else ""
+            message = f"exercise: {unwritten}replace this line with your code"
+            out.append(f'{indent}raise NotImplementedError("{message}")')
             block = None
         elif block is not None:
             block.append(line)
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="solution notebooks (default: all)")
     parser.add_argument("--check", action="store_true", help="only report stale student notebooks")
     args = parser.parse_args(argv)
+    for path in args.notebooks:  # before writing anything, not as a traceback halfway
+        if not path.is_file():
+            parser.error(f"{path}: no such notebook")
     stale = []
     for path in args.notebooks or solution_paths():
         target = EXERCISES / path.name

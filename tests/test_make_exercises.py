@@ -18,9 +18,20 @@ def test_solution_block_becomes_hinted_stub():
         '    """Cosine similarity."""',
         "    # YOUR CODE HERE",
         "    # Hint: divide the dot product by both norms.",
-        '    raise NotImplementedError("exercise: replace this line with your code")',
+        '    raise NotImplementedError("exercise: cosine() is not written yet: '
+        'replace this line with your code")',
     ]
     assert "norm(a) * norm(b)" not in stub
+
+
+def test_a_stub_names_its_function_so_later_cells_point_back_to_it():
+    # a later cell that calls an unsolved exercise fails with this message, far from the exercise
+    namespace = {"norm": abs}
+    exec(make_exercises.stub_source(SOLUTION), namespace)
+    with pytest.raises(NotImplementedError, match=r"cosine\(\) is not written yet"):
+        namespace["cosine"](1, 2)
+    top_level = make_exercises.stub_source("### BEGIN SOLUTION\nanswers = [1]\n### END SOLUTION")
+    assert 'NotImplementedError("exercise: replace this line with your code")' in top_level
 
 
 def test_code_outside_blocks_is_kept_and_several_blocks_work():
@@ -75,3 +86,11 @@ def test_committed_student_notebooks_are_up_to_date():
         )
     extra = {p.name for p in make_exercises.EXERCISES.glob("*.ipynb")} - {p.name for p in solutions}
     assert not extra, f"student notebooks without a solution notebook: {extra}"
+
+
+def test_a_missing_notebook_is_named_and_nothing_is_written(tmp_path, capsys):
+    missing = tmp_path / "00_nope.ipynb"
+    with pytest.raises(SystemExit):
+        make_exercises.main([str(missing)])
+    assert f"{missing}: no such notebook" in capsys.readouterr().err
+    assert not (make_exercises.EXERCISES / missing.name).exists()
