@@ -74,8 +74,10 @@ def student_notebook(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             raise ValueError("solution markers are supported in code cells only")
     # Saved widget states (the solution run's progress bars) describe outputs that are gone.
     nb.metadata.pop("widgets", None)
-    first = nb.cells[0]
-    if first.cell_type == "markdown" and not first.source.startswith(BANNER):
+    first = nb.cells[0] if nb.cells else None
+    if first is None or first.cell_type != "markdown":  # the banner needs a cell of its own
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(BANNER.rstrip(), id="exercise-banner"))
+    elif not first.source.startswith(BANNER):
         first.source = BANNER + first.source
     return nb
 

@@ -68,6 +68,14 @@ def test_student_notebook_clears_outputs_and_adds_banner():
     assert nb.cells[1].outputs and "widgets" in nb.metadata, "the solution is left untouched"
 
 
+@pytest.mark.parametrize("cells", [[], [new_code_cell("x = 1")]])
+def test_a_notebook_that_does_not_open_with_markdown_still_gets_the_banner(cells):
+    student = make_exercises.student_notebook(new_notebook(cells=cells))
+    assert student.cells[0].source.startswith("> **Exercise version.**")
+    assert student.cells[0].id == "exercise-banner"  # fixed, so --check stays stable
+    assert len(student.cells) == len(cells) + 1
+
+
 def test_stubbed_notebook_executes_to_not_implemented():
     namespace = {"norm": abs}
     exec(make_exercises.stub_source(SOLUTION), namespace)
