@@ -1,11 +1,11 @@
 """Checks for notebook 02's exercises: the NumPy SAE's forward and backward passes,
 the numerical gradient, and the matching-pursuit encoder.
 
-The references are the functions of ``labhelpers.numpy_sae``. The forward pass and the
-numerical gradient get fresh arrays for every call, so a function that changes its
-inputs cannot spoil the comparison (the numerical gradient must nudge its array in
-place). The backward pass and matching pursuit get their arrays as they are, so that a
-function that overwrites x_hat or x (``residual = x`` then ``residual -= ...``) is told so.
+The references are the functions of ``labhelpers.numpy_sae``. The numerical gradient
+gets fresh arrays for every call: it must nudge its array in place, and ``f`` reads that
+very array. The other checks get their arrays as they are, so that a function which
+changes one of its inputs (a zeroed ``b_dec``, an overwritten ``x_hat``, ``residual = x``
+then ``residual -= ...``) is told so.
 """
 
 from __future__ import annotations
