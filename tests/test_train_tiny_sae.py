@@ -8,6 +8,7 @@ smaller dictionaries with the same recipe, and a test keeps that copy in step to
 
 import ast
 import json
+from types import SimpleNamespace
 
 import nbformat
 import pytest
@@ -104,3 +105,28 @@ def test_bundled_transcoder_was_trained_with_these_settings(layer):
     hooks = (config["metadata"]["hook_name"], config["metadata"]["hook_name_out"])
     assert hooks == (f"blocks.{layer}.mlp.hook_in", f"blocks.{layer}.hook_mlp_out")
     assert config["d_sae"] == SETTINGS["d_sae"] and config["k"] == SETTINGS["k"]
+
+
+def test_train_seconds_counts_the_training_and_not_the_evaluation(monkeypatch, tmp_path):
+    # A fake clock: training takes 7 "seconds", the evaluation after it 100.
+    import train_tiny_sae as script
+
+    from labhelpers import models
+
+    clock = [0.0]
+    monkeypatch.setattr(script, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+
+    def advancing(fn, seconds):
+        def wrapped(*args, **kwargs):
+            clock[0] += seconds
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(script.Trainer, "run", advancing(script.Trainer.run, 7.0))
+    monkeypatch.setattr(script.metrics, "evaluate", advancing(script.metrics.evaluate, 100.0))
+    tiny = dict(SETTINGS, train_tokens=4096, d_sae=64, k=4, batch=256, steps=4, context=32)
+    monkeypatch.setattr(script, "SETTINGS", dict(tiny, eval_tokens=512, eval_rows=2))
+    result = script.train_one(models.load_model("tiny"), HOOKS[0], tmp_path)
+    assert result["train_seconds"] == 7.0
+    assert json.loads((tmp_path / HOOKS[0] / "metrics.json").read_text())["train_seconds"] == 7.0
