@@ -300,41 +300,26 @@ def _no_residual(x, W_dec, k):
     return np.where(keep & (scores > 0), scores, 0.0)
 
 
-def _coefficient_from_x(x, W_dec, k):
-    z = np.zeros((len(x), len(W_dec)))
-    rows, residual = np.arange(len(x)), x.copy()
-    for _ in range(k):
-        j = (residual @ W_dec.T).argmax(axis=1)
-        coeff = np.maximum((x * W_dec[j]).sum(axis=1), 0.0)
-        z[rows, j] += coeff
-        residual = residual - coeff[:, None] * W_dec[j]
-    return z
-
-
-def _pursuit_variant(x, W_dec, k, *, clip=True, accumulate=True, once=False):
+def _pursuit_variant(
+    x, W_dec, k, *, from_x=False, absolute=False, clip=True, accumulate=True, once=False
+):
+    """Plain matching pursuit with one switch per known mistake (all off: the answer)."""
     z = np.zeros((len(x), len(W_dec)))
     rows, residual = np.arange(len(x)), x.copy()
     for _ in range(k):
         scores = residual @ W_dec.T
         if once:
             scores[z != 0] = -np.inf
-        j = scores.argmax(axis=1)
-        coeff = np.maximum(scores[rows, j], 0.0) if clip else scores[rows, j]
+        j = (np.abs(scores) if absolute else scores).argmax(axis=1)
+        coeff = (x * W_dec[j]).sum(axis=1) if from_x else scores[rows, j]
+        coeff = np.maximum(coeff, 0.0) if clip else coeff
         z[rows, j] = z[rows, j] + coeff if accumulate else coeff
         residual = residual - coeff[:, None] * W_dec[j]
     return z
 
 
-def _absolute_scores(x, W_dec, k):
-    z = np.zeros((len(x), len(W_dec)))
-    rows, residual = np.arange(len(x)), x.copy()
-    for _ in range(k):
-        scores = residual @ W_dec.T
-        j = np.abs(scores).argmax(axis=1)
-        coeff = scores[rows, j]
-        z[rows, j] += coeff
-        residual = residual - coeff[:, None] * W_dec[j]
-    return z
+def _pursuit_mistake(**switches: bool) -> Callable:
+    return lambda x, W_dec, k: _pursuit_variant(x, W_dec, k, **switches)
 
 
 def check_matching_pursuit_encode(matching_pursuit_encode: Callable) -> None:
@@ -348,28 +333,28 @@ def check_matching_pursuit_encode(matching_pursuit_encode: Callable) -> None:
         ),
         Mistake(
             "coefficients measured on x instead of the residual",
-            _coefficient_from_x,
+            _pursuit_mistake(from_x=True),
             "The coefficient is the pick's dot product with the *residual*, not with x.",
         ),
         Mistake(
             "picks by |score| (negative coefficients allowed)",
-            _absolute_scores,
+            _pursuit_mistake(absolute=True, clip=False),
             "Latents are non-negative: pick the largest *signed* score and clip it at 0.",
         ),
         Mistake(
             "no clip at 0 (a negative coefficient when every score is negative)",
-            lambda x, W_dec, k: _pursuit_variant(x, W_dec, k, clip=False),
+            _pursuit_mistake(clip=False),
             "Latents are non-negative: clip the chosen score at 0 before adding it to z.",
         ),
         Mistake(
             "a coefficient overwritten (=) instead of added to (+=)",
-            lambda x, W_dec, k: _pursuit_variant(x, W_dec, k, accumulate=False),
+            _pursuit_mistake(accumulate=False),
             "A latent may be picked again in a later round: add the new score to its "
             "coefficient rather than replacing it.",
         ),
         Mistake(
             "each latent picked at most once",
-            lambda x, W_dec, k: _pursuit_variant(x, W_dec, k, once=True),
+            _pursuit_mistake(once=True),
             "Score every latent in every round: a latent picked before may be the best "
             "match again.",
         ),
