@@ -92,14 +92,20 @@ def expected_text(solution_path: Path) -> str:
     return nbformat.writes(nb) + "\n"
 
 
+def refuse_missing(parser: argparse.ArgumentParser, paths: list[Path]) -> None:
+    """A usage error naming the first path that is not a notebook file: raised up front,
+    not as a traceback halfway through the list."""
+    for path in paths:
+        if not path.is_file():
+            parser.error(f"{path}: no such notebook")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="solution notebooks (default: all)")
     parser.add_argument("--check", action="store_true", help="only report stale student notebooks")
     args = parser.parse_args(argv)
-    for path in args.notebooks:  # before writing anything, not as a traceback halfway
-        if not path.is_file():
-            parser.error(f"{path}: no such notebook")
+    refuse_missing(parser, args.notebooks)  # before writing anything
     stale = []
     for path in args.notebooks or solution_paths():
         target = EXERCISES / path.name

@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
     args = parser.parse_args(argv)
-    for path in args.notebooks:  # before the first (minutes-long) run, not after it
-        if not path.is_file():
-            parser.error(f"{path}: no such notebook")
+    make_exercises.refuse_missing(parser, args.notebooks)  # before the first, minutes-long run
     paths = args.notebooks or make_exercises.solution_paths()
     for path in paths:
         seconds = execute(path, args.timeout)
