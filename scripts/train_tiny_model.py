@@ -371,11 +371,10 @@ def train(model, docs, noisable, args, log, decision: tuple[int, int] | None = N
         betas=(0.9, 0.95),
     )
     ckpt = args.checkpoint_dir / "checkpoint.safetensors"
+    settings = training_settings(args)  # saved with every checkpoint, checked on resume
     start, losses, seconds_before = 0, [], 0.0
     if ckpt.exists() and not args.bench:
-        start, losses, seconds_before = load_checkpoint(
-            ckpt, model, optimizer, training_settings(args)
-        )
+        start, losses, seconds_before = load_checkpoint(ckpt, model, optimizer, settings)
         log(f"resumed from {ckpt} at step {start}")
     t0 = time.time()
     steps_done, window = 0, []
@@ -403,9 +402,7 @@ def train(model, docs, noisable, args, log, decision: tuple[int, int] | None = N
             log(f"step {step + 1}/{args.steps} loss {losses[-1]:.3f} ({rate:,.0f} tokens/s)")
         if not args.bench and (step + 1) % args.checkpoint_every == 0:
             seconds = seconds_before + time.time() - t0
-            save_checkpoint(
-                ckpt, model, optimizer, step + 1, losses, seconds, training_settings(args)
-            )
+            save_checkpoint(ckpt, model, optimizer, step + 1, losses, seconds, settings)
     tokens = steps_done * args.batch_size * args.n_ctx
     seconds = seconds_before + time.time() - t0  # summed over resumed runs
     return {"seconds": seconds, "tokens_this_run": tokens, "loss_curve": losses}
