@@ -349,7 +349,7 @@ def plot_graph(
         size = 40 + 600 * float(influence[i]) / float(influence[sub[sub != graph.logit]].max())
         style = dict(marker="s", color="0.6") if node.kind == "error" else dict(color="tab:orange")
         ax.scatter(x, y, s=min(size, 700), edgecolor="k", zorder=2, **style)
-        if node.kind in ("latent", "logit"):
+        if node.kind == "latent":  # the logit's row is already named on the y axis
             ax.annotate(
                 node.label,
                 (x, y),
@@ -364,6 +364,7 @@ def plot_graph(
     ax.set_yticks(range(n_layers + 2), ["embed", *[f"MLP {L}" for L in range(n_layers)], "logit"])
     ax.set_ylim(-0.5, n_layers + 1.6)
     ax.set_title(
-        "Attribution graph (blue: raises its target, red: lowers it; squares: error nodes)"
+        "Attribution graph (edges: blue raises its target, red lowers it; "
+        "node area: influence; squares: error nodes)"
     )
     return ax

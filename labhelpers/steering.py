@@ -427,12 +427,20 @@ def format_table(rows: Sequence[Mapping[str, Any]], digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(rows: Sequence[Mapping[str, Any]], ax: Axes | None = None, title: str = "") -> Axes:
-    """Target and control metrics against alpha (KL, on another scale, on a right-hand axis)."""
+def plot_sweep(
+    rows: Sequence[Mapping[str, Any]],
+    ax: Axes | None = None,
+    title: str = "",
+    ylabel: str = "metric",
+) -> Axes:
+    """Target and control metrics against alpha (KL, on another scale, on a right-hand axis).
+
+    ``ylabel`` names what the sweep measured ("refusal rate"); the default says only "metric".
+    """
     alphas = [row["alpha"] for row in rows]
     keys = [k for k in _metric_keys(rows) if k != "kl"]
     series = {"target (along d)" if k == "target" else k: [row[k] for row in rows] for k in keys}
-    ax = plotting.sweep(alphas, series, "alpha", "metric", ax=ax, title=title)
+    ax = plotting.sweep(alphas, series, "alpha", ylabel, ax=ax, title=title)
     handles, names = ax.get_legend_handles_labels()
     if rows[0].get("kl") is not None:
         right = ax.twinx()
@@ -464,10 +472,12 @@ def plot_draws(
     groups: Mapping[str, Sequence[str]],
     ax: Axes | None = None,
     title: str = "",
+    ylabel: str = "metric",
 ) -> Axes:
     """The target curve over many control curves: one thin line per draw, a colour per group.
 
-    ``groups`` maps a label ("random directions") to the sweep columns of its draws.
+    ``groups`` maps a label ("random directions") to the sweep columns of its draws;
+    ``ylabel`` names what the sweep measured, as in ``plot_sweep``.
     """
     alphas = [row["alpha"] for row in rows]
     ax = plotting.axes(ax, (6, 4))
@@ -478,7 +488,7 @@ def plot_draws(
             ax.plot(alphas, [row[name] for row in rows], color=color, lw=1, label=label_once)
     ax.plot(alphas, [row["target"] for row in rows], "k-o", lw=2.5, label="target (along d)")
     ax.set_xlabel("alpha")
-    ax.set_ylabel("metric")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(frameon=False, loc="upper left")
     return ax

@@ -124,4 +124,6 @@ def test_prune_keeps_the_most_influential_latents_and_plot_draws_them(setup):
     labels = [model.tokenizer.decode([int(t)]) for t in tokens[1:]]
     ax = ag.plot_graph(graph, kept, labels)
     assert len(ax.collections) == len(kept)  # one marker per node
+    # the latents are labelled; the logit is not (its row is named on the y axis)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(graph.nodes[i].label for i in latents)
     matplotlib.pyplot.close("all")

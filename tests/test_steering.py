@@ -269,7 +269,8 @@ def test_sweep_rows_table_and_plot(tiny_model, setup):
     for row, line in zip(rows, table[1:]):  # the table's numbers are the rows', to 3 digits
         cells = [float(cell) for cell in line.split()]
         assert cells == pytest.approx([row[key] for key in columns], abs=5e-4 + 1e-9)
-    ax = steering.plot_sweep(rows)
+    ax = steering.plot_sweep(rows, ylabel="refusal rate")
+    assert ax.get_ylabel() == "refusal rate"
     assert len(ax.get_lines()) == 4  # target, unrelated, random, scaled
     for line, key in zip(ax.get_lines(), ["target", "unrelated", "random", "scaled"]):
         assert list(line.get_xdata()) == alphas
@@ -367,7 +368,8 @@ def test_rise_and_fall_measure_from_alpha_zero_and_plot_draws_one_line_each():
     assert steering.rise_and_fall(rows, "b") == pytest.approx((0.10, 0.0))
     with pytest.raises(ValueError, match="alpha 0"):
         steering.rise_and_fall(rows[::2], "a")
-    ax = steering.plot_draws(rows, {"controls": ["a", "b"]})
+    ax = steering.plot_draws(rows, {"controls": ["a", "b"]}, ylabel="refused")
+    assert ax.get_ylabel() == "refused"
     assert len(ax.lines) == 3  # two draws and the target
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["controls", "target (along d)"]
     plt.close(ax.figure)
