@@ -191,7 +191,7 @@ def _randomise_biases(sae, seed=5):
     with torch.no_grad():
         sae.b_enc.normal_(generator=gen).mul_(0.3)
         sae.b_dec.normal_(generator=gen)
-    assert sae.b_enc.abs().min() > 0 and float(sae.b_dec.norm()) > 1.0
+    assert sae.b_enc.abs().min() > 0 and float(sae.b_dec.detach().norm()) > 1.0
 
 
 def test_gated_gate_decides_and_magnitude_scales():
