@@ -41,7 +41,7 @@ def test_an_edit_changes_only_through_the_edited_latents(tiny_model):
     sae = TopKSAE(SAEConfig(d_in=d_model, d_sae=4 * d_model, k=8, seed=1))
     with torch.no_grad():
         sae.b_dec.normal_(generator=torch.Generator().manual_seed(0))  # a b_dec that matters
-    assert float(sae.b_dec.norm()) > 1.0
+    assert float(sae.b_dec.detach().norm()) > 1.0
     x = torch.randn(2, 12, d_model, generator=torch.Generator().manual_seed(1))
     seen, f = {}, 5
 
