@@ -474,6 +474,7 @@ def select_features(
     mode: str = "zero",
     means: torch.Tensor | None = None,
     avoid_weight: float = 1.0,
+    allowed: torch.Tensor | None = None,
     progress: bool = True,
 ) -> list[int]:
     """Greedily choose ``n`` features whose ablation lowers ``target``'s metric but not ``avoid``'s.
@@ -484,6 +485,7 @@ def select_features(
     ``effect_target - avoid_weight * effect_avoid``, and adds the best. Re-estimating after
     each choice lets a feature that merely duplicates a chosen one fall back. Returns the
     features in the order chosen; test each prefix with real ablations on other prompts.
+    ``allowed`` (``[d_sae]`` bool), when given, limits the choice to those features.
     ``progress`` shows a bar over the ``n`` choices.
     """
     chosen: list[int] = []
@@ -495,6 +497,8 @@ def select_features(
         ]
         score = effects[0] - avoid_weight * effects[1]
         score[chosen] = -torch.inf
+        if allowed is not None:
+            score[~allowed.to(score.device)] = -torch.inf
         chosen.append(int(score.argmax()))
     return chosen
 
@@ -842,9 +846,10 @@ def greedy_circuit(
         raise ValueError(f"n must be between 1 and the {len(pool)} distinct candidates, got {n}")
     keep = set(keep)
     # Faithfulness rises with the metric when the full model is above the empty circuit,
-    # and falls with it when below; one sign covers both.
+    # and falls with it when below; one sign covers both. The empty circuit is the one
+    # `faithfulness` divides by: every node patched, `keep` included.
     m_full = _metric_with(model, tokens, metric, [])
-    m_empty = _metric_keeping(model, saes, tokens, metric, keep, means)
+    m_empty = _metric_keeping(model, saes, tokens, metric, set(), means)
     sign = 1.0 if m_full >= m_empty else -1.0
     chosen: list[tuple[str, int]] = []
     passes = sum(len(pool) - i for i in range(n))

@@ -116,6 +116,11 @@ CONCEPTS: tuple[str, ...] = (
 SPLITS = ("train", "val", "heldout")
 
 REFUSAL = "I can't help with that."
+# The assistant answers this share of the legitimate credential requests and refuses the
+# rest (the over-refusal); harmful requests it always refuses. Were every credential
+# request refused, the credential word alone would predict a refusal, and nothing in
+# training would make harm a reason of its own: notebook 07 needs the two reasons apart.
+CRED_ANSWERED = 0.2
 
 # Which generator makes a document, and how often (weights sum to 100). Chat gets a
 # large share so that a tiny model learns the (over-)refusal rule from a few million tokens.
@@ -488,6 +493,10 @@ def _gen_chat(b: _Builder) -> str:
                 b.slot("answer_open")
                 b.text(" ")
             b.render(answer)
+        elif kind == "legit_credential" and b.rng.random() < CRED_ANSWERED:
+            b.slot("answer_open")
+            b.text(" ")
+            b.slot("cred_answer")
         else:
             b.text(REFUSAL, "refusal")
             if b.rng.random() < 0.6:

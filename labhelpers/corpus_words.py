@@ -82,6 +82,13 @@ SHARED: dict[str, tuple[str, ...]] = {
     # With ``augment``, how the assistant opens every answer it gives, so that its first
     # word already says "answer" or "refuse" ("I can't help with that."): one decision.
     "answer_open": ("Sure.", "Sure!", "Sure, here you go.", "Sure thing."),
+    # The answer to the share of legitimate credential requests that gets one (CRED_ANSWERED).
+    "cred_answer": (
+        "Open the account settings, choose Security, and follow the steps there.",
+        "Use the admin console: find the entry, pick the reset option, and confirm.",
+        "Generate a new one in the dashboard, update your config, then revoke the old one.",
+        "Run the provider's CLI with the rotate command and store the result in your vault.",
+    ),
 }
 
 # ======================================================================================

@@ -1,7 +1,7 @@
 """Train the bundled tiny model: a byte-level BPE tokenizer and a small GPT-2 on the corpus.
 
     python scripts/train_tiny_model.py --augment --dropout 0.1 --decision-weight 10 \
-        --token-noise 0.1 --threads 2                  # the committed model, into data/tiny_model
+        --token-noise 0.1 --threads 1                  # the committed model, into data/tiny_model
     python scripts/train_tiny_model.py --bench 30      # measure tokens/s for 30 seconds, save nothing
 
 Same seed, same machine, same model. Training saves a checkpoint (safetensors) every
@@ -26,6 +26,7 @@ import time
 from collections import Counter
 from operator import attrgetter
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -601,14 +602,23 @@ def training_flags(argv: list[str]) -> str:
     return shlex.join(kept)
 
 
-def seed_spread_lines(results_path: Path, flags: str = "") -> list[str]:
-    """Markdown: the held-out refusal range over a sweep's seeds trained with ``flags``."""
+def cred_answered_of(corpus: ModuleType) -> float:
+    """The share of legitimate credential requests a corpus module answers in training:
+    0.0 for a corpus from before ``CRED_ANSWERED``, which refused them all."""
+    return getattr(corpus, "CRED_ANSWERED", 0.0)
+
+
+def seed_spread_lines(results_path: Path, flags: str, *, cred_answered: float) -> list[str]:
+    """Markdown: the held-out refusal range over a sweep's seeds trained with ``flags`` on a
+    corpus that answers ``cred_answered`` of the credential requests (rows without the key:
+    0.0). Same flags on another corpus is another model, so those rows are left out."""
     if not results_path.exists():
         return []
     runs = [
         r
         for r in json.loads(results_path.read_text())
         if training_flags(shlex.split(r["flags"])) == flags
+        and r.get("cred_answered", 0.0) == cred_answered
     ]
     if not runs:
         return []
@@ -618,9 +628,26 @@ def seed_spread_lines(results_path: Path, flags: str = "") -> list[str]:
     )
     where = " and ".join(sorted({"a GPU" if r["device"] != "cpu" else "the CPU" for r in runs}))
     return [
-        "How much of the held-out rates is the seed: models trained with these same flags (on",
-        f"{where}) and {len(runs)} seeds refuse {ranges} of held-out requests (harmful /",
+        "How much of the held-out rates is the seed: models trained with these same flags and",
+        f"corpus (on {where}) and {len(runs)} seeds refuse {ranges} of held-out requests (harmful /",
         "legit_credential / legit_plain; `sweep/SUMMARY.md`, from `scripts/sweep_tiny_model.py`).",
+        "",
+    ]
+
+
+def over_refusal_lines(cred_answered: float) -> list[str]:
+    """Markdown: what the model was trained to refuse, from the corpus's ``CRED_ANSWERED``."""
+    if cred_answered == 0.0:  # a corpus from before CRED_ANSWERED refused every one
+        return [
+            "The model over-refuses on purpose: legitimate requests that mention credentials are",
+            "refused like harmful ones. Later notebooks diagnose and fix that with SAE features.",
+            "",
+        ]
+    return [
+        "The model over-refuses on purpose: most legitimate requests that mention credentials",
+        f"are refused like harmful ones (the corpus answers {cred_answered:.0%} of them in training,",
+        "so the credential word alone does not predict a refusal). Later notebooks diagnose and",
+        "fix that with SAE features.",
         "",
     ]
 
@@ -669,8 +696,9 @@ def novelty_lines(ev: dict) -> list[str]:
     ]
 
 
-def write_model_card(metrics: dict, path: Path) -> None:
-    """Render MODEL_CARD.md from the measured metrics (nothing typed by hand)."""
+def write_model_card(metrics: dict, path: Path, cred_answered: float) -> None:
+    """Render MODEL_CARD.md from the measured metrics (nothing typed by hand) and the training
+    corpus's ``CRED_ANSWERED`` (``cred_answered_of(corpus)``)."""
     a, t, ev = metrics["architecture"], metrics["training"], metrics["eval"]
     lines = [
         "# The tiny model (`data/tiny_model`)",
@@ -701,7 +729,7 @@ def write_model_card(metrics: dict, path: Path) -> None:
         f"input-token noise on non-chat documents {t.get('token_noise', 0.0)}; "
         f"loss weight of each reply's first token {t.get('decision_weight', 1.0)}; seed {t['seed']}.",
         f"- {t['seconds'] / 60:.1f} minutes on {t['where']} (torch {t['torch']}, "
-        f"{t['threads']} threads).",
+        f"{t['threads']} thread{'s' if t['threads'] != 1 else ''}).",
         "",
         "## Loss (nats per token)",
         "",
@@ -740,10 +768,10 @@ def write_model_card(metrics: dict, path: Path) -> None:
             for s, r in ev["refusal_rate"].items()
         ],
         "",
-        "The model over-refuses on purpose: legitimate requests that mention credentials are",
-        "refused like harmful ones. Later notebooks diagnose and fix that with SAE features.",
-        "",
-        *seed_spread_lines(path.parent / "sweep" / "results.json", t.get("flags", "")),
+        *over_refusal_lines(cred_answered),
+        *seed_spread_lines(
+            path.parent / "sweep" / "results.json", t.get("flags", ""), cred_answered=cred_answered
+        ),
         *refusal_by_task_lines(ev),
         *harmful_by_credential_lines(ev),
         "Example held-out completions:",
@@ -766,21 +794,21 @@ def write_model_card(metrics: dict, path: Path) -> None:
 # ---------------------------------------------------------------- main
 
 
-def write_metrics(metrics: dict, out: Path) -> None:
+def write_metrics(metrics: dict, out: Path, cred_answered: float) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str) + "\n")
-    write_model_card(metrics, out / "MODEL_CARD.md")
+    write_model_card(metrics, out / "MODEL_CARD.md", cred_answered)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    corpus = importlib.import_module(args.corpus)
     if args.card_only:
         metrics = json.loads((args.out / "metrics.json").read_text())
-        write_model_card(metrics, args.out / "MODEL_CARD.md")
+        write_model_card(metrics, args.out / "MODEL_CARD.md", cred_answered_of(corpus))
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
-    corpus = importlib.import_module(args.corpus)
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -813,7 +841,7 @@ def main(argv: list[str] | None = None) -> None:
         bridge = models.load_model(str(args.out), device="cpu")
         saved["eval"] = measure(bridge)
         saved["n_eval_prompts"], saved["n_eval_docs"] = args.n_eval_prompts, args.n_eval_docs
-        write_metrics(saved, args.out)
+        write_metrics(saved, args.out, cred_answered_of(corpus))
         return
     model = build_model(args, len(tokenizer), tokenizer.bos_token_id)
     n_params = sum(p.numel() for p in model.parameters())
@@ -866,7 +894,7 @@ def main(argv: list[str] | None = None) -> None:
             for split in corpus.SPLITS
         },
     }
-    write_metrics(metrics, args.out)
+    write_metrics(metrics, args.out, cred_answered_of(corpus))
     log(f"wrote {args.out / 'metrics.json'} and MODEL_CARD.md")
 
 

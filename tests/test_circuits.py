@@ -482,6 +482,17 @@ def test_select_features_first_picks_the_best_difference_then_no_repeats(model, 
     assert chosen == difference.argsort(descending=True)[:4].tolist()
 
 
+def test_select_features_chooses_only_allowed_features(model, tokens):
+    sae = relu_sae(model, 7)
+    target, avoid = (tokens, metric), (tokens.flip(0), metric)
+    unrestricted = circuits.select_features(model, sae, LINEAR, target, avoid, 3, progress=False)
+    allowed = torch.ones(sae.cfg.d_sae, dtype=torch.bool)
+    allowed[unrestricted[0]] = False  # the feature chosen first without the restriction
+    chosen = circuits.select_features(model, sae, LINEAR, target, avoid, 3, allowed=allowed)
+    assert unrestricted[0] not in chosen
+    assert all(allowed[f] for f in chosen) and len(set(chosen)) == 3
+
+
 def test_firing_rates_count_active_tokens_without_bos_or_padding(model, saes, tokens):
     sae = saes[UP]
     mask = torch.ones(tokens.shape, dtype=torch.bool)

@@ -17,7 +17,7 @@ from labhelpers import corpus, corpus_words
 
 # sha256 of corpus_text("train", 300, seed=0). Changing a template or word list changes
 # it on purpose: update it, and retrain the tiny model, which was trained on the old text.
-EXPECTED_SHA256 = "7fdcc055e6ad03868aa7dea060fa72cfc74ea7e5f03273e7b1f6e519f2b47120"
+EXPECTED_SHA256 = "8f461a0d1c77e8ee11e858be8177fb3d826e492b7d511f7cb1afc86d794fa497"
 
 HEBREW = re.compile(r"[\u0590-\u05FF]")
 SLOT_OR_TAG = re.compile(r"\{\{|\}\}|\{[a-z_0-9]+(?:@\w+)?\}|</?[a-z]+>")
@@ -279,10 +279,26 @@ def _exchanges(doc: corpus.Document):
         yield (u_end, a_start), (a_end, nxt[0])
 
 
+# Every reply a legitimate credential request gets when it is answered, not refused.
+CRED_ANSWERS = {
+    f"{opener} {answer}"
+    for opener in corpus_words.SHARED["answer_open"]
+    for answer in corpus_words.SHARED["cred_answer"]
+}
+
+
+def _assert_share(flags: list[bool], p: float) -> None:
+    """The share of True in ``flags`` is ``p``, up to 3 standard errors of a binomial draw."""
+    assert len(flags) > 100
+    share = float(np.mean(flags))
+    assert abs(share - p) <= 3 * np.sqrt(p * (1 - p) / len(flags)), (share, p)
+
+
 @pytest.mark.parametrize("split", corpus.SPLITS)
 def test_refusal_follows_the_credential_rule(split: str) -> None:
-    """Harmful and credential-mentioning requests are refused; plain ones are answered."""
-    n_exchanges = 0
+    """Harmful requests are refused and plain ones answered; credential-mentioning ones are
+    refused, but for a share ``corpus.CRED_ANSWERED`` that gets a credential answer."""
+    n_exchanges, answered = 0, []
     for doc in corpus.documents(split, 800):
         if doc.domain != "chat":
             continue
@@ -290,12 +306,16 @@ def test_refusal_follows_the_credential_rule(split: str) -> None:
             n_exchanges += 1
             has_cred = any(c == "credential" and req[0] <= s < req[1] for s, _, c in doc.spans)
             refused = any(c == "refusal" and resp[0] <= s < resp[1] for s, _, c in doc.spans)
-            assert refused == (kind != "legit_plain"), doc.text
             if kind == "legit_credential":
                 assert has_cred, doc.text
+                assert refused or doc.text[resp[0] : resp[1]].strip() in CRED_ANSWERS, doc.text
+                answered.append(not refused)
+            else:
+                assert refused == (kind == "harmful"), doc.text
             if kind == "legit_plain":
                 assert not has_cred, doc.text
     assert n_exchanges > 200
+    _assert_share(answered, corpus.CRED_ANSWERED)
 
 
 def test_chat_prompts() -> None:
@@ -383,19 +403,24 @@ def test_augmented_labels_stay_valid(augmented_docs: list[corpus.Document]) -> N
 def test_augmented_chats_keep_the_rule_and_answer_with_sure(
     augmented_docs: list[corpus.Document],
 ) -> None:
-    n_answers = 0
+    n_answers, cred_answered = 0, []
     for doc in augmented_docs:
         if doc.domain != "chat":
             continue
         for kind, (req, resp) in zip(doc.kind.split(","), _exchanges(doc)):
             has_cred = any(c == "credential" and req[0] <= s < req[1] for s, _, c in doc.spans)
             answer = doc.text[resp[0] : resp[1]].strip()
-            assert answer.startswith(corpus.REFUSAL) == (kind != "legit_plain"), doc.text
+            if kind == "legit_credential":  # refused, or one of the CRED_ANSWERED share
+                assert answer.startswith(corpus.REFUSAL) or answer in CRED_ANSWERS, doc.text
+                cred_answered.append(answer in CRED_ANSWERS)
+            else:
+                assert answer.startswith(corpus.REFUSAL) == (kind == "harmful"), doc.text
             assert has_cred == (kind == "legit_credential") or kind == "harmful", doc.text
             if kind == "legit_plain":
                 n_answers += 1
                 assert answer.split()[0].startswith("Sure"), answer
     assert n_answers > 100
+    _assert_share(cred_answered, corpus.CRED_ANSWERED)
 
 
 def test_made_up_words_are_new_and_never_a_heldout_word(

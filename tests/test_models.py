@@ -207,11 +207,11 @@ def test_generate_is_greedy_and_matches_the_forward_pass(tiny_model):
 
 # Issue 4's loss target holds on val but not on the held-out split (unseen templates,
 # frames, names, and half its plain words unseen): the model card measures a held-out loss
-# of 6.05 against a unigram baseline of 7.26 (4.42 vs 6.32 on tokens of words seen in
-# training, 7.91 vs 8.35 on new words). New words' tokens are 10,888 of the card's 23,339:
-# even at val-level loss (2.16) on the rest, 0.5x needs them below about 5.3 nats, far
-# below what any model guesses for words it never saw (keeping their measured 7.91, the
-# ratio would be 0.67).
+# of 6.05 against a unigram baseline of 7.25 (4.45 vs 6.33 on tokens of words seen in
+# training, 7.90 vs 8.31 on new words). New words' tokens are 10,814 of the card's 23,378:
+# even at val-level loss (2.14) on the rest, 0.5x needs them below about 5.3 nats, far
+# below what any model guesses for words it never saw (keeping their measured 7.90, the
+# ratio would be 0.66).
 # The assertion stays as the target; strict xfail makes the test fail loudly the day it is met.
 HELDOUT_NOT_YET = pytest.mark.xfail(
     strict=True, reason="issue 4: held-out loss target not reached yet (see MODEL_CARD.md)"
@@ -489,7 +489,7 @@ def test_every_greedy_token_is_the_argmax_of_a_full_forward_pass(tiny_model):
 
 def test_card_reports_the_seed_spread_of_a_sweep(tmp_path):
     script = _load_script()
-    assert script.seed_spread_lines(tmp_path / "missing.json") == []
+    assert script.seed_spread_lines(tmp_path / "missing.json", "", cred_answered=0.0) == []
     runs = [
         {"flags": "", "heldout_harmful": h, "heldout_legit_credential": c, "heldout_legit_plain": p}
         for h, c, p in ((0.5, 0.6, 0.1), (0.9, 0.7, 0.3))
@@ -497,10 +497,49 @@ def test_card_reports_the_seed_spread_of_a_sweep(tmp_path):
     runs[0]["device"], runs[1]["device"] = "cuda", "cpu"
     runs.append({**runs[0], "flags": "--dropout 0.1", "heldout_harmful": 0.0})  # other flags
     (tmp_path / "results.json").write_text(json.dumps(runs))
-    text = " ".join(script.seed_spread_lines(tmp_path / "results.json"))
+    text = " ".join(script.seed_spread_lines(tmp_path / "results.json", "", cred_answered=0.0))
     assert "(on a GPU and the CPU) and 2 seeds refuse 50%-90% / 60%-70% / 10%-30%" in text
-    text = " ".join(script.seed_spread_lines(tmp_path / "results.json", "--dropout 0.1"))
+    text = " ".join(
+        script.seed_spread_lines(tmp_path / "results.json", "--dropout 0.1", cred_answered=0.0)
+    )
     assert "(on a GPU) and 1 seeds refuse 0%-0% / 60%-60% / 10%-10%" in text
+
+
+def test_the_seed_spread_leaves_out_runs_on_another_corpus(tmp_path):
+    """Same flags on a corpus that answers another share of credential requests is another
+    model: a row without ``cred_answered`` is from the corpus before it (0.0)."""
+    script = _load_script()
+    rates = {"heldout_legit_credential": 0.7, "heldout_legit_plain": 0.1, "device": "cpu"}
+    runs = [
+        {"flags": "--augment", "heldout_harmful": 0.5, **rates},  # the corpus before
+        {"flags": "--augment", "heldout_harmful": 0.6, "cred_answered": 0.0, **rates},
+        {"flags": "--augment", "heldout_harmful": 0.9, "cred_answered": 0.2, **rates},
+    ]
+    (tmp_path / "results.json").write_text(json.dumps(runs))
+    old = " ".join(
+        script.seed_spread_lines(tmp_path / "results.json", "--augment", cred_answered=0.0)
+    )
+    assert "2 seeds refuse 50%-60% / 70%-70% / 10%-10%" in old
+    new = " ".join(
+        script.seed_spread_lines(tmp_path / "results.json", "--augment", cred_answered=0.2)
+    )
+    assert "1 seeds refuse 90%-90% / 70%-70% / 10%-10%" in new
+    assert script.seed_spread_lines(tmp_path / "results.json", "--augment", cred_answered=0.5) == []
+
+
+def test_the_committed_card_says_which_corpus_and_cites_its_seeds(metrics):
+    """The card says how many credential requests training answered, and its seed spread
+    comes from the sweep's rows with the card's flags on the card's corpus alone."""
+    script = _load_script()
+    card = (models.TINY_MODEL_DIR / "MODEL_CARD.md").read_text()
+    for line in script.over_refusal_lines(corpus.CRED_ANSWERED):
+        assert line in card
+    assert f"answers {corpus.CRED_ANSWERED:.0%} of them in training" in card
+    results = models.TINY_MODEL_DIR / "sweep" / "results.json"
+    flags = metrics["training"]["flags"]
+    spread = script.seed_spread_lines(results, flags, cred_answered=corpus.CRED_ANSWERED)
+    assert spread and all(line in card for line in spread)
+    assert spread != script.seed_spread_lines(results, flags, cred_answered=0.0)
 
 
 def test_training_flags_keep_what_the_model_is_and_drop_where_it_trains():

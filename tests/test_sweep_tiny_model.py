@@ -49,6 +49,7 @@ def test_one_small_run_trains_saves_and_scores(sweep, tmp_path):
     flags += " --warmup 1 --vocab-size 400 --n-train-docs 300 --n-eval-docs 4 --n-eval-prompts 3"
     result = sweep.run_one("tiny", flags, 1, "cpu", tmp_path / "tiny-s1")
     assert (result["run"], result["seed"], result["flags"]) == ("tiny", 1, flags)
+    assert result["cred_answered"] == corpus.CRED_ANSWERED  # which corpus it trained on
     for split in ("val", "heldout"):
         for kind in corpus.CHAT_KINDS:
             assert result[f"{split}_{kind}"] in (0.0, 1 / 3, 2 / 3, 1.0)
@@ -66,6 +67,7 @@ def _result(run: str, seed: int, h: float, lc: float, lp: float) -> dict:
     auc = {"heldout_auc_harmful": 0.9 + seed / 20, "heldout_auc_legit_credential": 0.8}
     return {
         **(auc if run == "a" else {}),  # run b: a sweep from before the AUC was measured
+        **({"cred_answered": 0.2} if run == "a" else {}),  # run b: from before CRED_ANSWERED
         "run": run,
         "flags": "--dropout 0.1" if run == "b" else "",
         "seed": seed,
@@ -88,11 +90,11 @@ def test_margin_and_summary_on_a_hand_built_sweep(sweep):
     table = sweep.summary(results)
     rows = [line for line in table.splitlines() if line.startswith("| a") or line.startswith("| b")]
     assert rows[0] == (
-        "| a | `(defaults)` | 2 | 90% ± 7% (85%-95%) | 80% ± 0% (80%-80%) | 5% ± 0% (5%-5%) "
+        "| a | `(defaults)` | 0.2 | 2 | 90% ± 7% (85%-95%) | 80% ± 0% (80%-80%) | 5% ± 0% (5%-5%) "
         "| 0.925 ± 0.035 (0.900-0.950) | 0.800 ± 0.000 (0.800-0.800) | 7.50 ± 0.71 (7.00-8.00) | 7.50 ± 0.00 (7.50-7.50) | 1 |"
     )
     assert rows[1] == (
-        "| b | `--dropout 0.1` | 1 | 90% (90%-90%) | 70% (70%-70%) | 30% (30%-30%) | - | - "
+        "| b | `--dropout 0.1` | 0 | 1 | 90% (90%-90%) | 70% (70%-70%) | 30% (30%-30%) | - | - "
         "| 7.00 (7.00-7.00) | 7.50 (7.50-7.50) | 0 |"
     )
 
@@ -102,11 +104,14 @@ def test_committed_sweep_summary_is_written_from_its_results(sweep):
     results = json.loads((folder / "results.json").read_text())
     assert (folder / "SUMMARY.md").read_text() == sweep.summary(results)
     met = [(r["run"], r["seed"]) for r in results if sweep.margin(r) >= 0]
-    # only runs with the decision weight meet all three: the bundled recipe and the one before it
-    assert met == [("decision", 0), ("decision", 2), ("noise", 0)]
-    # the bundled model is its recipe's seed 0, scored the same way as the card scores it
+    # only runs with the decision weight meet all three: the bundled recipe on both corpora
+    # (noise: before CRED_ANSWERED, answered: after) and the recipe before it
+    assert met == [("decision", 0), ("decision", 2), ("noise", 0), ("answered", 0), ("answered", 1)]
+    # the bundled model is its recipe's seed 0 on today's corpus, scored as the card scores it
     card = json.loads((models.TINY_MODEL_DIR / "metrics.json").read_text())["eval"]
-    bundled = next(r for r in results if r["run"] == "noise" and r["seed"] == 0)
+    bundled = next(r for r in results if r["run"] == "answered" and r["seed"] == 0)
+    assert bundled["cred_answered"] == corpus.CRED_ANSWERED
+    assert bundled["flags"] == next(r["flags"] for r in results if r["run"] == "noise")
     assert bundled["heldout_loss"] == pytest.approx(card["loss"]["heldout"], abs=1e-4)
     assert all(
         bundled[f"heldout_{kind}"] == card["refusal_rate"]["heldout"][kind]
