@@ -128,12 +128,12 @@ QUESTIONS: tuple[Question, ...] = (
         1,
         "FVU counts every direction of the error alike; the model's predictions depend only "
         "on what the later layers read. So measure the cost itself, with the SAE spliced in: "
-        "notebook 04's TopK SAE has FVU 0.033, CE-loss recovered 0.996 and KL to the clean "
+        "notebook 04's TopK SAE has FVU 0.035, CE-loss recovered 0.996 and KL to the clean "
         "model 0.023.",
         "04_sae_on_gpt2",
     ),
     Question(
-        "The 20 strongest examples of latent 247 are all about credentials. What should you "
+        "The 20 strongest examples of latent 214 are all about credentials. What should you "
         "do before calling it a credential feature?",
         (
             "Score the label on held-out text it never saw (precision, recall), read examples "
@@ -147,12 +147,12 @@ QUESTIONS: tuple[Question, ...] = (
         ),
         0,
         "Top examples select for the label you already have in mind, and so do more of "
-        "them. In notebook 05 latent 247's top 20 were 95% credentials and the label held on "
-        "held-out text (precision 0.87), but its strong activations covered 5% of the "
-        "concept's tokens (recall 0.05), and the first candidate's weaker ones sat on "
-        "punctuation, operators and other words. In notebooks 06 and 07, steering against or "
-        "ablating features that fire with credentials lowered harmful refusals too: what "
-        "they carry looks closer to 'refuse' than to 'a credential is mentioned'.",
+        "them. In notebook 05 latent 214's top 20 were 100% credentials, yet on held-out "
+        "text only part of its strong activations were (precision 0.68), and the label was "
+        "rejected; they covered few of the concept's tokens anyway (recall 0.04). In notebook "
+        "06, steering against a feature that fires with credentials lowered harmful refusals "
+        "too, and notebook 07's ablation kept them only once features that fire on harm were "
+        "left out of the choice: firing with credentials is not 'a credential is mentioned'.",
         "05_interpreting_features",
     ),
     Question(

@@ -121,17 +121,17 @@ CITED = [
     ("04_sae_on_gpt2", r"\nkl\s+(\d+\.\d+)", r"KL to the clean model (\d+\.\d+)"),
     (
         "05_interpreting_features",
-        r"feature\s+247: top-20 say 'credential' \((\d+)%\)",
+        r"feature\s+214: top-20 say 'credential' \((\d+)%\)",
         r"(\d+)% cred",
     ),
     (
         "05_interpreting_features",
-        r"feature\s+247: .*held-out (\d+\.\d+) of",
+        r"feature\s+214: .*held-out (\d+\.\d+) of",
         r"\(precision (\d+\.\d+)\)",
     ),
     (
         "05_interpreting_features",
-        r"feature\s+247: .*\(recall (\d+\.\d+)\)",
+        r"feature\s+214: .*\(recall (\d+\.\d+)\)",
         r"\(recall (\d+\.\d+)\)",
     ),
 ]
