@@ -164,11 +164,6 @@ def margin(r: dict) -> float:
     )
 
 
-def cred_answered(r: dict) -> float:
-    """The ``CRED_ANSWERED`` of the corpus a run trained on (0.0: a run from before it)."""
-    return r.get("cred_answered", 0.0)
-
-
 def row(r: dict) -> str:
     """One run as a line of the sweep's log."""
     return (
@@ -225,7 +220,9 @@ def summary(results: list[dict]) -> str:
         cells = [cell([r[key] for r in group if key in r], fmt) for _, key, fmt in columns]
         met = sum(margin(r) >= 0 for r in group)
         flags = group[0]["flags"] or "(defaults)"
-        corpora = ", ".join(f"{v:g}" for v in dict.fromkeys(cred_answered(r) for r in group))
+        corpora = ", ".join(
+            f"{v:g}" for v in dict.fromkeys(script.run_cred_answered(r) for r in group)
+        )
         lines.append(
             f"| {name} | `{flags}` | {corpora} | {len(group)} | "
             + " | ".join(cells)

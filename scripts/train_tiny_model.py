@@ -608,6 +608,11 @@ def cred_answered_of(corpus: ModuleType) -> float:
     return getattr(corpus, "CRED_ANSWERED", 0.0)
 
 
+def run_cred_answered(run: dict) -> float:
+    """The ``CRED_ANSWERED`` a sweep row's corpus had (no key: a row from before it, 0.0)."""
+    return run.get("cred_answered", 0.0)
+
+
 def seed_spread_lines(results_path: Path, flags: str, *, cred_answered: float) -> list[str]:
     """Markdown: the held-out refusal range over a sweep's seeds trained with ``flags`` on a
     corpus that answers ``cred_answered`` of the credential requests (rows without the key:
@@ -618,7 +623,7 @@ def seed_spread_lines(results_path: Path, flags: str, *, cred_answered: float) -
         r
         for r in json.loads(results_path.read_text())
         if training_flags(shlex.split(r["flags"])) == flags
-        and r.get("cred_answered", 0.0) == cred_answered
+        and run_cred_answered(r) == cred_answered
     ]
     if not runs:
         return []
