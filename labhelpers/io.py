@@ -56,6 +56,7 @@ SAELENS_FORMAT_VERSION = "6.0.0"
 _SAELENS_NAME = {
     "relu": "standard",
     "topk": "topk",
+    "matryoshka": "topk",  # nested losses only shape training; it encodes as TopK
     "batchtopk": "jumprelu",
     "jumprelu": "jumprelu",
     "gated": "gated",
@@ -140,7 +141,7 @@ def save_sae(
         "reshape_activations": "none",
         "metadata": metadata,
     }
-    if name in ("topk", "transcoder"):
+    if name in ("topk", "matryoshka", "transcoder"):
         cfg["k"] = sae.cfg.k
         cfg["rescale_acts_by_decoder_norm"] = False
     if name == "transcoder":

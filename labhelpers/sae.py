@@ -14,6 +14,8 @@ and in their extra losses (a sparsity penalty, AuxK, Gated's auxiliary reconstru
 * ``ReLUSAE``: ReLU; L1 penalty on z weighted by each decoder row's norm; decoder free.
 * ``TopKSAE``: keep the k largest per input; no penalty (k fixes L0); AuxK gives dead
   latents a gradient; unit-norm decoder rows.
+* ``MatryoshkaSAE``: TopK, trained so that the first latents also reconstruct on their
+  own (nested dictionaries); at inference a plain TopK SAE.
 * ``BatchTopKSAE``: keep the k x batch largest in the batch; at inference a single
   threshold estimated during training (an average of the smallest kept activation); AuxK;
   unit-norm rows.
@@ -23,7 +25,7 @@ and in their extra losses (a sparsity penalty, AuxK, Gated's auxiliary reconstru
   gate plus an auxiliary reconstruction through the gate; unit-norm rows.
 
 ``forward(x)`` returns an :class:`SAEOutput` with the reconstruction, the latents and the
-loss terms, so a training loop is the same for all five.
+loss terms, so a training loop is the same for all six.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = [
     "BatchTopKSAE",
     "GatedSAE",
     "JumpReLUSAE",
+    "MatryoshkaSAE",
     "ReLUSAE",
     "SAEConfig",
     "SAEOutput",
@@ -69,6 +72,9 @@ class SAEConfig:
         0.1  # JumpReLU: starting threshold (the paper: 1e-3, for far longer runs)
     )
     threshold_momentum: float = 0.01  # BatchTopK: EMA rate of the inference threshold
+    # Matryoshka: the nested dictionary sizes below d_sae, smallest first; None means
+    # d_sae // 16 and d_sae // 4
+    prefixes: tuple[int, ...] | None = None
     dec_init_norm: float = 0.1  # ReLU's initial decoder row norm (others start at 1)
     apply_b_dec_to_input: bool = True
     seed: int = 0  # initial weights come from this seed, not from the global RNG
@@ -76,6 +82,8 @@ class SAEConfig:
     def __post_init__(self) -> None:
         if self.d_in < 1 or self.d_sae < 1:
             raise ValueError(f"d_in and d_sae must be positive, got {self.d_in} and {self.d_sae}")
+        if self.prefixes is not None:
+            self.prefixes = tuple(int(m) for m in self.prefixes)  # a list when read from JSON
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -300,6 +308,45 @@ class TopKSAE(SAE):
         return self.cfg.aux_coeff * scale * (aux_hat - residual).pow(2).sum(-1).mean()
 
 
+class MatryoshkaSAE(TopKSAE):
+    """TopK latents trained so that each prefix of the dictionary reconstructs on its own.
+
+    The loss adds the reconstruction error of the first m latents, for each m in
+    ``cfg.prefixes``, to that of all ``d_sae`` (Nabeshima 2024; Bussmann et al. 2025, who
+    use BatchTopK). The first latents must then carry directions that every reconstruction
+    needs, so a broad concept should be less often split into, or absorbed by, narrower
+    latents further down. Inference is unchanged: it is a TopK SAE, and saved as one.
+    ``losses["mse"]`` is the whole dictionary's error, as for the others; the prefixes'
+    errors, summed, are ``losses["prefix_mse"]``.
+    """
+
+    architecture = "matryoshka"
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__(cfg)
+        default = tuple(m for m in (cfg.d_sae // 16, cfg.d_sae // 4) if m > 0)
+        sizes = cfg.prefixes if cfg.prefixes is not None else default
+        if not all(0 < a < b for a, b in zip(sizes, (*sizes[1:], cfg.d_sae))):
+            raise ValueError(
+                f"prefixes must increase, each between 1 and d_sae={cfg.d_sae} - 1; got {sizes}"
+            )
+        self.sizes = (*sizes, cfg.d_sae)  # every nested dictionary, the whole one last
+
+    def forward(
+        self, x: torch.Tensor, dead_mask: torch.Tensor | None = None, sparsity_scale: float = 1.0
+    ) -> SAEOutput:
+        pre = self.pre_acts(x)
+        z = self.activation(pre)
+        x_hat, errors, start = self.b_dec.expand_as(x), [], 0
+        for end in self.sizes:  # each prefix's reconstruction adds the next group of latents
+            x_hat = x_hat + z[..., start:end] @ self.W_dec[start:end]
+            errors.append((x_hat - x).pow(2).sum(-1).mean())
+            start = end
+        out = self._output(x, x_hat, pre, z, dead_mask, sparsity_scale)
+        prefix_mse = sum(errors[:-1], x.new_zeros(()))
+        return SAEOutput(x_hat, z, out.loss + prefix_mse, {**out.losses, "prefix_mse": prefix_mse})
+
+
 class BatchTopKSAE(TopKSAE):
     """TopK over the whole batch: keep the ``k * batch`` largest activations (Bussmann et al.).
 
@@ -489,6 +536,7 @@ class GatedSAE(SAE):
 ARCHITECTURES: dict[str, type[SAE]] = {
     "relu": ReLUSAE,
     "topk": TopKSAE,
+    "matryoshka": MatryoshkaSAE,
     "batchtopk": BatchTopKSAE,
     "jumprelu": JumpReLUSAE,
     "gated": GatedSAE,
@@ -496,7 +544,7 @@ ARCHITECTURES: dict[str, type[SAE]] = {
 
 
 def make_sae(name: str, cfg: SAEConfig) -> SAE:
-    """Build an SAE by short name: relu, topk, batchtopk, jumprelu or gated."""
+    """Build an SAE by short name: relu, topk, matryoshka, batchtopk, jumprelu or gated."""
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[name](cfg)

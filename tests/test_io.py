@@ -105,8 +105,8 @@ def _edit_our_metadata(path, **changes) -> None:
 
 def test_an_unknown_architecture_is_named(tmp_path):
     save_sae(_trained_looking("topk"), tmp_path)
-    _edit_our_metadata(tmp_path, architecture="matryoshka")
-    with pytest.raises(SAEFormatError, match=r"labhelpers\.architecture' is 'matryoshka'"):
+    _edit_our_metadata(tmp_path, architecture="crosscoder")
+    with pytest.raises(SAEFormatError, match=r"labhelpers\.architecture' is 'crosscoder'"):
         load_sae(tmp_path)
 
 
@@ -236,7 +236,7 @@ def test_a_loaded_batchtopk_threshold_is_a_settled_average(tmp_path):
 # --- SAELens itself loads our files and computes the same thing --------------------------
 
 
-@pytest.mark.parametrize("name", ["relu", "topk", "jumprelu", "batchtopk", "gated"])
+@pytest.mark.parametrize("name", ["relu", "topk", "matryoshka", "jumprelu", "batchtopk", "gated"])
 def test_saelens_loads_ours_and_agrees(name, tmp_path):
     ours = _trained_looking(name)
     save_sae(ours, tmp_path)
@@ -244,6 +244,7 @@ def test_saelens_loads_ours_and_agrees(name, tmp_path):
     expected_class = {
         "relu": "StandardSAE",
         "topk": "TopKSAE",
+        "matryoshka": "TopKSAE",  # its nested losses only shaped training
         "jumprelu": "JumpReLUSAE",
         "batchtopk": "JumpReLUSAE",
         "gated": "GatedSAE",
