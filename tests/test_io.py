@@ -51,6 +51,14 @@ def test_round_trip(name, tmp_path):
     torch.testing.assert_close(loaded.decode(sae.encode(x)), sae.decode(sae.encode(x)))
 
 
+def test_a_matryoshka_sae_keeps_its_prefixes_through_json(tmp_path):
+    sae = make_sae("matryoshka", SAEConfig(d_in=D_IN, d_sae=D_SAE, k=3, prefixes=[4, 12]))
+    save_sae(sae, tmp_path)
+    loaded = load_sae(tmp_path)
+    assert loaded.cfg.prefixes == (4, 12) and loaded.sizes == (4, 12, D_SAE)
+    assert loaded.cfg == sae.cfg
+
+
 def test_layout_keys_and_tensor_names(tmp_path):
     save_sae(_trained_looking("jumprelu"), tmp_path, hook_name="blocks.0.hook_resid_post")
     cfg = json.loads((tmp_path / "cfg.json").read_text())
