@@ -141,7 +141,7 @@ def save_sae(
         "reshape_activations": "none",
         "metadata": metadata,
     }
-    if name in ("topk", "matryoshka", "transcoder"):
+    if cfg["architecture"] in ("topk", "topk_transcoder"):  # SAELens's TopK kinds read k
         cfg["k"] = sae.cfg.k
         cfg["rescale_acts_by_decoder_norm"] = False
     if name == "transcoder":
